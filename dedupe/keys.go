@@ -1,0 +1,95 @@
+// Package dedupe names the Redis keys that hold an aggregate's state and the
+// marks of the events already applied to it, and keeps a bounded in-memory
+// front of recently applied events so that most duplicates are dropped
+// without a Redis round trip.
+//
+// The marks themselves are written by package state, in the same atomic Lua
+// script as the state change they belong to (see DESIGN.md §4, point 2): a
+// mark exists exactly when its event's effect is durable.
+package dedupe
+
+import (
+	"errors"
+	"strings"
+)
+
+// DefaultPrefix is the key prefix used when Keys.Prefix is empty.
+const DefaultPrefix = "sw"
+
+// ErrBadPrefix is returned by Keys.Validate for a prefix that would break the
+// Redis Cluster hash tag.
+var ErrBadPrefix = errors.New("dedupe: key prefix must not contain '{' or '}'")
+
+// Keys builds the Redis keys of one state namespace. All keys of one
+// aggregate carry the aggregate as a Redis Cluster hash tag
+// (sw:{u-42}:state, sw:{u-42}:seen:<eventId>), so that they sit in one slot
+// and one Lua script may touch them all.
+//
+// An aggregate ID that would yield an empty hash tag (an empty ID or one that
+// starts with '}') is escaped by a leading '~', as is an ID that itself
+// starts with '~', so the mapping stays one-to-one and every key of the
+// aggregate still shares a non-empty tag.
+//
+// Keys is a value type, safe for concurrent use.
+type Keys struct {
+	// Prefix namespaces every key; empty means DefaultPrefix. It must not
+	// contain '{' or '}'. A fresh prefix gives a fresh state namespace (for
+	// a replay, for instance).
+	Prefix string
+}
+
+// Validate reports whether the prefix keeps the hash tag intact.
+func (k Keys) Validate() error {
+	if strings.ContainsAny(k.Prefix, "{}") {
+		return ErrBadPrefix
+	}
+	return nil
+}
+
+// State returns the key of the hash that holds agg's state, e.g.
+// "sw:{u-42}:state".
+func (k Keys) State(agg string) string {
+	return string(k.AppendState(make([]byte, 0, k.size(agg, len(":state"))), agg))
+}
+
+// Seen returns the key of the dedupe mark of event id of agg, e.g.
+// "sw:{u-42}:seen:evt-1".
+func (k Keys) Seen(agg, id string) string {
+	return string(k.AppendSeen(make([]byte, 0, k.size(agg, len(":seen:")+len(id))), agg, id))
+}
+
+// AppendState appends State(agg) to dst and returns the extended buffer.
+func (k Keys) AppendState(dst []byte, agg string) []byte {
+	dst = k.appendTagged(dst, agg)
+	return append(dst, ":state"...)
+}
+
+// AppendSeen appends Seen(agg, id) to dst and returns the extended buffer.
+func (k Keys) AppendSeen(dst []byte, agg, id string) []byte {
+	dst = k.appendTagged(dst, agg)
+	dst = append(dst, ":seen:"...)
+	return append(dst, id...)
+}
+
+func (k Keys) prefix() string {
+	if k.Prefix == "" {
+		return DefaultPrefix
+	}
+	return k.Prefix
+}
+
+// size is the length of a key of agg with a suffix of n bytes, plus room for
+// the escape byte.
+func (k Keys) size(agg string, n int) int {
+	return len(k.prefix()) + len(":{}") + 1 + len(agg) + n
+}
+
+func (k Keys) appendTagged(dst []byte, agg string) []byte {
+	dst = append(dst, k.prefix()...)
+	dst = append(dst, ":{"...)
+	if agg == "" || agg[0] == '}' || agg[0] == '~' {
+		dst = append(dst, '~')
+	}
+	dst = append(dst, agg...)
+	return append(dst, '}')
+}

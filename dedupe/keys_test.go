@@ -1,0 +1,86 @@
+package dedupe
+
+import (
+	"strings"
+	"testing"
+)
+
+// hashTag returns the part of key that Redis Cluster hashes.
+func hashTag(key string) string {
+	i := strings.IndexByte(key, '{')
+	if i < 0 {
+		return key
+	}
+	j := strings.IndexByte(key[i+1:], '}')
+	if j <= 0 { // no closing brace, or an empty tag: the whole key
+		return key
+	}
+	return key[i+1 : i+1+j]
+}
+
+func TestKeys(t *testing.T) {
+	tests := []struct {
+		name        string
+		keys        Keys
+		agg, id     string
+		state, seen string
+	}{
+		{"default prefix", Keys{}, "u-42", "evt-1", "sw:{u-42}:state", "sw:{u-42}:seen:evt-1"},
+		{"custom prefix", Keys{Prefix: "replay7"}, "u-42", "evt-1", "replay7:{u-42}:state", "replay7:{u-42}:seen:evt-1"},
+		{"braces in event id", Keys{}, "u-1", "{x}", "sw:{u-1}:state", "sw:{u-1}:seen:{x}"},
+		{"empty aggregate is escaped", Keys{}, "", "e", "sw:{~}:state", "sw:{~}:seen:e"},
+		{"leading close brace is escaped", Keys{}, "}a", "e", "sw:{~}a}:state", "sw:{~}a}:seen:e"},
+		{"leading tilde is escaped", Keys{}, "~}a", "e", "sw:{~~}a}:state", "sw:{~~}a}:seen:e"},
+		{"inner close brace", Keys{}, "a}b", "e", "sw:{a}b}:state", "sw:{a}b}:seen:e"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.keys.State(tt.agg); got != tt.state {
+				t.Errorf("State(%q) = %q, want %q", tt.agg, got, tt.state)
+			}
+			if got := tt.keys.Seen(tt.agg, tt.id); got != tt.seen {
+				t.Errorf("Seen(%q, %q) = %q, want %q", tt.agg, tt.id, got, tt.seen)
+			}
+			if got := string(tt.keys.AppendSeen([]byte("x"), tt.agg, tt.id)); got != "x"+tt.seen {
+				t.Errorf("AppendSeen = %q, want %q", got, "x"+tt.seen)
+			}
+			st, sn := hashTag(tt.keys.State(tt.agg)), hashTag(tt.keys.Seen(tt.agg, tt.id))
+			if st != sn || st == tt.keys.State(tt.agg) {
+				t.Errorf("hash tags differ or are empty: state %q, seen %q", st, sn)
+			}
+		})
+	}
+}
+
+func TestKeysDistinctAggregatesDistinctKeys(t *testing.T) {
+	aggs := []string{"", "~", "~~", "}", "~}", "}}", "a", "~a", "a}", "}a"}
+	seen := map[string]string{}
+	for _, a := range aggs {
+		k := Keys{}.State(a)
+		if prev, ok := seen[k]; ok {
+			t.Fatalf("aggregates %q and %q share key %q", prev, a, k)
+		}
+		seen[k] = a
+	}
+}
+
+func TestKeysValidate(t *testing.T) {
+	for _, p := range []string{"", "sw", "replay:2026"} {
+		if err := (Keys{Prefix: p}).Validate(); err != nil {
+			t.Errorf("Validate(%q) = %v, want nil", p, err)
+		}
+	}
+	for _, p := range []string{"{sw", "sw}", "a{b}"} {
+		if err := (Keys{Prefix: p}).Validate(); err != ErrBadPrefix {
+			t.Errorf("Validate(%q) = %v, want ErrBadPrefix", p, err)
+		}
+	}
+}
+
+func BenchmarkAppendSeen(b *testing.B) {
+	k := Keys{}
+	buf := make([]byte, 0, 64)
+	for b.Loop() {
+		buf = k.AppendSeen(buf[:0], "u-42", "evt-8f14e45f")
+	}
+}

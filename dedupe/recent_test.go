@@ -1,0 +1,144 @@
+package dedupe
+
+import (
+	"strconv"
+	"testing"
+)
+
+func TestRecent(t *testing.T) {
+	r := NewRecent(3)
+	if r.Contains("u1", "e1") {
+		t.Fatal("empty Recent contains a pair")
+	}
+	r.Add("u1", "e1")
+	r.Add("u1", "e2")
+	r.Add("u2", "e1")
+	r.Add("u1", "e1") // already held: no new slot
+	if r.Len() != 3 {
+		t.Fatalf("Len = %d, want 3", r.Len())
+	}
+	for _, p := range [][2]string{{"u1", "e1"}, {"u1", "e2"}, {"u2", "e1"}} {
+		if !r.Contains(p[0], p[1]) {
+			t.Errorf("Contains(%q, %q) = false, want true", p[0], p[1])
+		}
+	}
+	if r.Contains("u2", "e2") {
+		t.Error("Contains(u2, e2) = true for a pair never added")
+	}
+
+	r.Add("u3", "e1") // evicts the oldest, (u1, e1)
+	if r.Len() != 3 {
+		t.Fatalf("Len after eviction = %d, want 3", r.Len())
+	}
+	if r.Contains("u1", "e1") {
+		t.Error("oldest pair (u1, e1) not evicted")
+	}
+	if !r.Contains("u1", "e2") || !r.Contains("u3", "e1") {
+		t.Error("eviction removed the wrong pair")
+	}
+	r.Add("u4", "e1") // evicts (u1, e2)
+	r.Add("u5", "e1") // evicts (u2, e1)
+	r.Add("u6", "e1") // wraps around: evicts (u3, e1)
+	for _, agg := range []string{"u4", "u5", "u6"} {
+		if !r.Contains(agg, "e1") {
+			t.Errorf("after wrap-around Contains(%q, e1) = false, want true", agg)
+		}
+	}
+	if r.Contains("u1", "e2") || r.Contains("u2", "e1") || r.Contains("u3", "e1") {
+		t.Error("after wrap-around an evicted pair is still held")
+	}
+
+	r.Reset()
+	if r.Len() != 0 || r.Contains("u6", "e1") {
+		t.Fatal("Reset kept pairs")
+	}
+	r.Add("u7", "e1")
+	if !r.Contains("u7", "e1") || r.Len() != 1 {
+		t.Fatal("Recent unusable after Reset")
+	}
+}
+
+func TestRecentPairsDoNotCollide(t *testing.T) {
+	r := NewRecent(10)
+	r.Add("a\x00b", "c")
+	if r.Contains("a", "b\x00c") || r.Contains("a\x00", "bc") || r.Contains("a\x00bc", "") {
+		t.Fatal("distinct pairs with the same concatenation collide")
+	}
+	if !r.Contains("a\x00b", "c") {
+		t.Fatal("added pair missing")
+	}
+}
+
+func TestRecentZeroCapacity(t *testing.T) {
+	for _, c := range []int{0, -1} {
+		r := NewRecent(c)
+		r.Add("u", "e")
+		if r.Contains("u", "e") || r.Len() != 0 {
+			t.Errorf("NewRecent(%d) holds a pair", c)
+		}
+	}
+}
+
+func TestRecentAllocations(t *testing.T) {
+	r := NewRecent(1024)
+	r.Add("u-42", "evt-8f14e45f-0000-4000-8000-000000000001")
+	if n := testing.AllocsPerRun(100, func() {
+		r.Contains("u-42", "evt-8f14e45f-0000-4000-8000-000000000001")
+		r.Contains("u-43", "evt-8f14e45f-0000-4000-8000-000000000001")
+	}); n != 0 {
+		t.Errorf("Contains allocates %.1f times, want 0", n)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(1000, func() {
+		i++
+		r.Add("u-42", ids[i%len(ids)])
+	}); n > 1 {
+		t.Errorf("Add allocates %.1f times, want at most 1", n)
+	}
+}
+
+var ids = func() []string {
+	s := make([]string, 1<<17)
+	for i := range s {
+		s[i] = "evt-" + strconv.Itoa(i) + "-8f14e45f-0000-4000-8000"
+	}
+	return s
+}()
+
+// BenchmarkRecentMissAdd measures one partition's steady state for new
+// events: each is looked up, missed, and added to a full Recent, which evicts
+// the oldest pair.
+func BenchmarkRecentMissAdd(b *testing.B) {
+	for _, capacity := range []int{1 << 10, 1 << 16} {
+		b.Run("cap="+strconv.Itoa(capacity), func(b *testing.B) {
+			r := NewRecent(capacity)
+			for i := range capacity {
+				r.Add("u-0", ids[i])
+			}
+			i := 0
+			for b.Loop() {
+				i++
+				id := ids[i%len(ids)] // len(ids) > capacity: always a miss
+				if r.Contains("u-42", id) {
+					b.Fatal("unexpected hit")
+				}
+				r.Add("u-42", id)
+			}
+		})
+	}
+}
+
+// BenchmarkRecentContainsHit measures the lookup of a redelivered event.
+func BenchmarkRecentContainsHit(b *testing.B) {
+	r := NewRecent(1 << 16)
+	for i := range 1 << 16 {
+		r.Add("u-42", ids[i])
+	}
+	i := 0
+	for b.Loop() {
+		i++
+		if !r.Contains("u-42", ids[i&(1<<16-1)]) {
+			b.Fatal("miss")
+		}
+	}
+}
