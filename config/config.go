@@ -1,0 +1,233 @@
+// Package config loads the streamworker configuration from a file (YAML, or
+// JSON or TOML by extension), the environment and command-line flags into a
+// typed, validated Config. It is the only package that imports viper.
+//
+// Every setting has a key such as kafka.brokers. The same key names the file
+// entry (nested maps), the flag (--kafka.brokers) and the environment variable
+// (SW_KAFKA_BROKERS, see EnvName). Precedence: flags > environment > file >
+// defaults. Lists are comma-separated in the environment and in flags,
+// durations take a unit (30s, 5m, 24h), and byte sizes are an integer byte
+// count or a number with a binary unit (64MiB). An empty environment variable
+// counts as unset. Keys lists every key with its default and documentation.
+//
+// The doc tags below are the reference documentation of each key: Keys, the
+// flag usage strings and the README are built from them.
+package config
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config is the whole streamworker configuration. A Config is a plain value:
+// it is safe for concurrent use as long as nobody writes to it.
+type Config struct {
+	Kafka       Kafka       `yaml:"kafka"`
+	Topics      Topics      `yaml:"topics"`
+	Redis       Redis       `yaml:"redis"`
+	Dedupe      Dedupe      `yaml:"dedupe"`
+	State       State       `yaml:"state"`
+	Sequencing  Sequencing  `yaml:"sequencing"`
+	Input       Input       `yaml:"input"`
+	Aggregation Aggregation `yaml:"aggregation"`
+	Anomaly     Anomaly     `yaml:"anomaly"`
+	Milestones  Milestones  `yaml:"milestones"`
+	Outputs     Outputs     `yaml:"outputs"`
+	HTTP        HTTP        `yaml:"http"`
+	Log         Log         `yaml:"log"`
+	Shutdown    Shutdown    `yaml:"shutdown"`
+	Retry       Retry       `yaml:"retry"`
+}
+
+// Kafka configures the Kafka client and the consumer group.
+type Kafka struct {
+	Brokers          []string      `yaml:"brokers" doc:"Kafka bootstrap brokers, each host:port."`
+	Group            string        `yaml:"group" doc:"Consumer group ID."`
+	ClientID         string        `yaml:"client_id" doc:"Client ID sent to the brokers."`
+	StartOffset      string        `yaml:"start_offset" doc:"Where a new consumer group starts: earliest or latest."`
+	CommitInterval   time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed."`
+	MaxPollRecords   int           `yaml:"max_poll_records" doc:"Most records taken in one poll."`
+	SessionTimeout   time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout."`
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance."`
+	SASL             SASL          `yaml:"sasl"`
+	TLS              TLS           `yaml:"tls"`
+}
+
+// SASL configures Kafka authentication.
+type SASL struct {
+	Mechanism    string `yaml:"mechanism" doc:"SASL mechanism: empty (none), PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."`
+	Username     string `yaml:"username" doc:"SASL user name."`
+	Password     Secret `yaml:"password" doc:"SASL password. Prefer the environment or password_file over the file and flags."`
+	PasswordFile string `yaml:"password_file" doc:"File holding the SASL password (e.g. a mounted Secret); Load reads it into password."`
+}
+
+// TLS configures a TLS client connection.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled" doc:"Connect with TLS."`
+	CAFile             string `yaml:"ca_file" doc:"PEM file of the CA certificates to trust; empty means the system roots."`
+	CertFile           string `yaml:"cert_file" doc:"PEM client certificate for mutual TLS; needs key_file."`
+	KeyFile            string `yaml:"key_file" doc:"PEM private key of cert_file."`
+	ServerName         string `yaml:"server_name" doc:"Server name to verify; empty means the host being dialled."`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"Do not verify the server certificate (testing only)."`
+}
+
+// Topics names the Kafka topics and how `topics ensure` creates them.
+type Topics struct {
+	Input             string `yaml:"input" doc:"Input topic of user-activity events."`
+	Aggregates        string `yaml:"aggregates" doc:"Output topic of per-user aggregates (compacted)."`
+	Milestones        string `yaml:"milestones" doc:"Output topic of reached milestones."`
+	Anomalies         string `yaml:"anomalies" doc:"Output topic of detected anomalies."`
+	DLQ               string `yaml:"dlq" doc:"Dead-letter topic for input that cannot be processed."`
+	Gaps              string `yaml:"gaps" doc:"Output topic of sequence gaps given up on."`
+	Partitions        int    `yaml:"partitions" doc:"Partitions of the topics created by topics ensure."`
+	ReplicationFactor int    `yaml:"replication_factor" doc:"Replication factor of the topics created by topics ensure; -1 means the broker default."`
+}
+
+// Redis configures the Redis client (single node, Sentinel or Cluster).
+type Redis struct {
+	Addrs        []string      `yaml:"addr" doc:"Redis address host:port; several comma-separated addresses mean a Cluster (or Sentinels with master_name)."`
+	Username     string        `yaml:"username" doc:"Redis ACL user name."`
+	Password     Secret        `yaml:"password" doc:"Redis password. Prefer the environment or password_file over the file and flags."`
+	PasswordFile string        `yaml:"password_file" doc:"File holding the Redis password (e.g. a mounted Secret); Load reads it into password."`
+	DB           int           `yaml:"db" doc:"Redis database number (0 for Cluster)."`
+	KeyPrefix    string        `yaml:"key_prefix" doc:"Prefix of every Redis key, e.g. sw gives sw:{u-42}:state."`
+	MasterName   string        `yaml:"master_name" doc:"Sentinel master name; set it to use Redis Sentinel at addr."`
+	TLS          TLS           `yaml:"tls"`
+	DialTimeout  time.Duration `yaml:"dial_timeout" doc:"Timeout to connect to Redis."`
+	Timeout      time.Duration `yaml:"timeout" doc:"Timeout of one Redis read or write."`
+	PoolSize     int           `yaml:"pool_size" doc:"Connections per Redis node; 0 means the client default."`
+}
+
+// Dedupe configures duplicate detection.
+type Dedupe struct {
+	TTL        time.Duration `yaml:"ttl" doc:"How long an applied event ID is remembered in Redis."`
+	RecentSize int           `yaml:"recent_size" doc:"Recently applied event IDs kept in memory per partition in front of Redis; 0 disables it."`
+}
+
+// State configures the aggregate state store.
+type State struct {
+	CacheSize int `yaml:"cache_size" doc:"Aggregates kept in memory per worker; 0 disables the cache."`
+}
+
+// Sequencing configures the per-aggregate reorder buffer.
+type Sequencing struct {
+	GapTimeout           time.Duration `yaml:"gap_timeout" doc:"How long a sequence gap may stay open before it is given up."`
+	MaxBuffered          int           `yaml:"max_buffered" doc:"Most out-of-order events buffered per aggregate."`
+	MaxBufferedPartition int           `yaml:"max_buffered_partition" doc:"Most out-of-order events buffered per partition."`
+	MaxBufferedBytes     ByteSize      `yaml:"max_buffered_bytes" doc:"Most bytes of out-of-order events buffered per partition (e.g. 64MiB)."`
+}
+
+// Input configures input decoding.
+type Input struct {
+	MaxBytes     ByteSize `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
+	UnknownTypes string   `yaml:"unknown_types" doc:"What to do with events of an unknown type: skip or dlq."`
+}
+
+// Aggregation configures the user-activity aggregation processor.
+type Aggregation struct {
+	MaxResources int `yaml:"max_resources" doc:"Distinct resources counted per user; later new ones count under _other."`
+}
+
+// Anomaly configures the high-activity anomaly detector. Rates are in events
+// per minute.
+type Anomaly struct {
+	Window             time.Duration `yaml:"window" doc:"Sliding window of the current rate and the cooldown between anomalies; whole seconds."`
+	Multiplier         float64       `yaml:"multiplier" doc:"An anomaly fires when the current rate exceeds multiplier times the average rate."`
+	MinEvents          int           `yaml:"min_events" doc:"Fewest events in the window for an anomaly to fire."`
+	DefaultAverageRate float64       `yaml:"default_average_rate" doc:"Average rate (events per minute) assumed while a user's history is shorter than the window."`
+	MinAverageRate     float64       `yaml:"min_average_rate" doc:"Floor of the average rate (events per minute)."`
+}
+
+// Milestones configures the milestone processor.
+type Milestones struct {
+	Every      int   `yaml:"every" doc:"A milestone is published each time a user's total activity reaches a multiple of this."`
+	Thresholds []int `yaml:"thresholds" doc:"Extra total-activity milestones, e.g. 1,10,50."`
+}
+
+// Outputs configures what is published.
+type Outputs struct {
+	CoalesceAggregates bool `yaml:"coalesce_aggregates" doc:"Publish one aggregate per user per batch instead of one per event."`
+}
+
+// HTTP configures the metrics and health endpoint.
+type HTTP struct {
+	Addr string `yaml:"addr" doc:"Listen address of /metrics, /livez and /readyz, host:port (empty host: all interfaces)."`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level" doc:"Log level: debug, info, warn or error."`
+	Format string `yaml:"format" doc:"Log format: json or text."`
+}
+
+// SlogLevel returns the slog level of l.Level; an unknown level is Info.
+func (l Log) SlogLevel() slog.Level {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.Level)); err != nil {
+		return slog.LevelInfo
+	}
+	return lvl
+}
+
+// Shutdown configures graceful shutdown.
+type Shutdown struct {
+	Timeout time.Duration `yaml:"timeout" doc:"Longest time to drain, flush, persist and commit after SIGTERM."`
+}
+
+// Retry configures the capped exponential backoff used when Kafka or Redis fails.
+type Retry struct {
+	InitialBackoff time.Duration `yaml:"initial_backoff" doc:"First retry delay."`
+	MaxBackoff     time.Duration `yaml:"max_backoff" doc:"Largest retry delay."`
+}
+
+// Default returns the configuration used for every key that is not set.
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers:          []string{"localhost:9092"},
+			Group:            "streamworker",
+			ClientID:         "streamworker",
+			StartOffset:      "earliest",
+			CommitInterval:   time.Second,
+			MaxPollRecords:   5000,
+			SessionTimeout:   45 * time.Second,
+			RebalanceTimeout: 60 * time.Second,
+		},
+		Topics: Topics{
+			Input:             "user.activity",
+			Aggregates:        "user.activity.aggregated",
+			Milestones:        "user.milestone.reached",
+			Anomalies:         "anomaly.detected",
+			DLQ:               "user.activity.dlq",
+			Gaps:              "user.activity.gaps",
+			Partitions:        12,
+			ReplicationFactor: -1,
+		},
+		Redis: Redis{
+			Addrs:       []string{"localhost:6379"},
+			KeyPrefix:   "sw",
+			DialTimeout: 5 * time.Second,
+			Timeout:     3 * time.Second,
+		},
+		Dedupe:     Dedupe{TTL: 24 * time.Hour, RecentSize: 100_000},
+		State:      State{CacheSize: 200_000},
+		Sequencing: Sequencing{GapTimeout: 30 * time.Second, MaxBuffered: 1000, MaxBufferedPartition: 10_000, MaxBufferedBytes: 64 * MiB},
+		Input:      Input{MaxBytes: 1 * MiB, UnknownTypes: "skip"},
+		Aggregation: Aggregation{
+			MaxResources: 1000,
+		},
+		Anomaly: Anomaly{
+			Window:             5 * time.Minute,
+			Multiplier:         5,
+			MinEvents:          10,
+			DefaultAverageRate: 1,
+			MinAverageRate:     0.1,
+		},
+		Milestones: Milestones{Every: 100, Thresholds: []int{}},
+		Outputs:    Outputs{CoalesceAggregates: true},
+		HTTP:       HTTP{Addr: ":9464"},
+		Log:        Log{Level: "info", Format: "json"},
+		Shutdown:   Shutdown{Timeout: 30 * time.Second},
+		Retry:      Retry{InitialBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second},
+	}
+}

@@ -1,0 +1,232 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// FieldError is one problem with one configuration key.
+type FieldError struct {
+	Key    string // e.g. "milestones.every"
+	Value  string // the offending value in the environment syntax; "***" for a secret
+	Reason string // e.g. "must be at least 1"
+}
+
+// Error returns e.g. "config: milestones.every = 0: must be at least 1", or
+// "config: kafka.group: must not be empty" when the value is empty.
+func (e *FieldError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("config: %s: %s", e.Key, e.Reason)
+	}
+	return fmt.Sprintf("config: %s = %s: %s", e.Key, e.Value, e.Reason)
+}
+
+// Validate checks every key and returns all problems joined with
+// errors.Join, each a *FieldError, or nil. It checks that the TLS and
+// password files it names can be read.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, p := range c.validate() {
+		errs = append(errs, p)
+	}
+	return errors.Join(errs...)
+}
+
+// problems collects FieldErrors.
+type problems []*FieldError
+
+// check adds a problem with key unless ok.
+func (p *problems) check(ok bool, key string, value any, reason string) {
+	if !ok {
+		*p = append(*p, &FieldError{Key: key, Value: formatValue(value), Reason: reason})
+	}
+}
+
+func (p *problems) oneOf(key, value string, allowed ...string) {
+	for _, a := range allowed {
+		if value == a {
+			return
+		}
+	}
+	for i, a := range allowed {
+		if a == "" {
+			allowed[i] = `"" (none)`
+		}
+	}
+	p.check(false, key, value, "must be one of "+strings.Join(allowed, ", "))
+}
+
+func (p *problems) atLeast(key string, value, least int) {
+	p.check(value >= least, key, value, "must be at least "+strconv.Itoa(least))
+}
+
+func (p *problems) positive(key string, d time.Duration) {
+	p.check(d > 0, key, d, "must be positive")
+}
+
+func (p *problems) hostPort(key, addr string, needHost bool) {
+	host, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.Atoi(port)
+	p.check(err == nil && perr == nil && n >= 0 && n <= 65535 && (host != "" || !needHost),
+		key, addr, map[bool]string{true: "must be host:port", false: "must be host:port or :port"}[needHost])
+}
+
+func (p *problems) readable(key, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		p.check(false, key, path, "cannot read: "+pathReason(err))
+		return
+	}
+	_ = f.Close() // opened for reading only
+}
+
+// pathReason drops the path from a file error, which already names it.
+func pathReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+func (p *problems) password(prefix string, password Secret, file string) {
+	if file == "" {
+		return
+	}
+	p.check(password == "", prefix+"password_file", file, "cannot be set together with "+prefix+"password")
+	p.readable(prefix+"password_file", file)
+}
+
+func (p *problems) tls(prefix string, t TLS) {
+	off := "needs " + prefix + "enabled: true"
+	for _, f := range []struct{ key, path string }{
+		{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile},
+	} {
+		if f.path != "" {
+			p.check(t.Enabled, prefix+f.key, f.path, off)
+			p.readable(prefix+f.key, f.path)
+		}
+	}
+	p.check(t.ServerName == "" || t.Enabled, prefix+"server_name", t.ServerName, off)
+	p.check(!t.InsecureSkipVerify || t.Enabled, prefix+"insecure_skip_verify", t.InsecureSkipVerify, off)
+	p.check(t.KeyFile != "" || t.CertFile == "", prefix+"key_file", t.KeyFile, "must be set with "+prefix+"cert_file")
+	p.check(t.CertFile != "" || t.KeyFile == "", prefix+"cert_file", t.CertFile, "must be set with "+prefix+"key_file")
+}
+
+// topicName matches a legal Kafka topic name.
+var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+func (c *Config) validate() problems {
+	var p problems
+
+	k := c.Kafka
+	p.check(len(k.Brokers) > 0, "kafka.brokers", k.Brokers, "must not be empty")
+	for _, b := range k.Brokers {
+		p.hostPort("kafka.brokers", b, true)
+	}
+	p.check(k.Group != "", "kafka.group", k.Group, "must not be empty")
+	p.oneOf("kafka.start_offset", k.StartOffset, "earliest", "latest")
+	p.positive("kafka.commit_interval", k.CommitInterval)
+	p.atLeast("kafka.max_poll_records", k.MaxPollRecords, 1)
+	p.positive("kafka.session_timeout", k.SessionTimeout)
+	p.positive("kafka.rebalance_timeout", k.RebalanceTimeout)
+	s := k.SASL
+	p.oneOf("kafka.sasl.mechanism", s.Mechanism, "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+	if s.Mechanism != "" {
+		p.check(s.Username != "", "kafka.sasl.username", s.Username, "must be set with kafka.sasl.mechanism")
+		p.check(s.Password != "" || s.PasswordFile != "", "kafka.sasl.password", s.Password,
+			"must be set (or kafka.sasl.password_file) with kafka.sasl.mechanism")
+	} else {
+		p.check(s.Username == "" && s.Password == "" && s.PasswordFile == "", "kafka.sasl.mechanism", s.Mechanism,
+			"must be set when a SASL user name or password is")
+	}
+	p.password("kafka.sasl.", s.Password, s.PasswordFile)
+	p.tls("kafka.tls.", k.TLS)
+
+	t := c.Topics
+	seen := map[string]string{}
+	for _, tp := range []struct{ key, name string }{
+		{"topics.input", t.Input}, {"topics.aggregates", t.Aggregates}, {"topics.milestones", t.Milestones},
+		{"topics.anomalies", t.Anomalies}, {"topics.dlq", t.DLQ}, {"topics.gaps", t.Gaps},
+	} {
+		switch {
+		case tp.name == "":
+			p.check(false, tp.key, tp.name, "must not be empty")
+		case !topicName.MatchString(tp.name) || tp.name == "." || tp.name == "..":
+			p.check(false, tp.key, tp.name, "must be a Kafka topic name: at most 249 of a-z, A-Z, 0-9, '.', '_', '-'")
+		case seen[tp.name] != "":
+			p.check(false, tp.key, tp.name, "must differ from "+seen[tp.name])
+		default:
+			seen[tp.name] = tp.key
+		}
+	}
+	p.atLeast("topics.partitions", t.Partitions, 1)
+	p.check(t.ReplicationFactor == -1 || t.ReplicationFactor >= 1, "topics.replication_factor", t.ReplicationFactor,
+		"must be -1 (broker default) or at least 1")
+
+	r := c.Redis
+	p.check(len(r.Addrs) > 0, "redis.addr", r.Addrs, "must not be empty")
+	for _, a := range r.Addrs {
+		p.hostPort("redis.addr", a, true)
+	}
+	p.password("redis.", r.Password, r.PasswordFile)
+	p.atLeast("redis.db", r.DB, 0)
+	p.check(r.DB == 0 || len(r.Addrs) < 2 || r.MasterName != "", "redis.db", r.DB,
+		"must be 0 with several redis.addr (Redis Cluster)")
+	p.check(r.KeyPrefix != "" && !strings.ContainsAny(r.KeyPrefix, "{}"), "redis.key_prefix", r.KeyPrefix,
+		"must be set and must not contain { or }")
+	p.tls("redis.tls.", r.TLS)
+	p.positive("redis.dial_timeout", r.DialTimeout)
+	p.positive("redis.timeout", r.Timeout)
+	p.atLeast("redis.pool_size", r.PoolSize, 0)
+
+	p.positive("dedupe.ttl", c.Dedupe.TTL)
+	p.atLeast("dedupe.recent_size", c.Dedupe.RecentSize, 0)
+	p.atLeast("state.cache_size", c.State.CacheSize, 0)
+
+	q := c.Sequencing
+	p.positive("sequencing.gap_timeout", q.GapTimeout)
+	p.atLeast("sequencing.max_buffered", q.MaxBuffered, 1)
+	p.atLeast("sequencing.max_buffered_partition", q.MaxBufferedPartition, 1)
+	p.check(q.MaxBufferedBytes >= 1, "sequencing.max_buffered_bytes", q.MaxBufferedBytes, "must be at least 1")
+
+	p.check(c.Input.MaxBytes >= KiB && c.Input.MaxBytes <= 100*MiB, "input.max_bytes", c.Input.MaxBytes,
+		"must be between 1KiB and 100MiB")
+	p.oneOf("input.unknown_types", c.Input.UnknownTypes, "skip", "dlq")
+	p.atLeast("aggregation.max_resources", c.Aggregation.MaxResources, 1)
+
+	a := c.Anomaly
+	p.check(a.Window >= time.Second, "anomaly.window", a.Window, "must be at least 1s")
+	p.check(a.Window%time.Second == 0, "anomaly.window", a.Window, "must be a whole number of seconds")
+	p.check(a.Multiplier > 0 && !math.IsInf(a.Multiplier, 0), "anomaly.multiplier", a.Multiplier, "must be positive")
+	p.atLeast("anomaly.min_events", a.MinEvents, 1)
+	p.check(a.DefaultAverageRate > 0 && !math.IsInf(a.DefaultAverageRate, 0), "anomaly.default_average_rate",
+		a.DefaultAverageRate, "must be positive")
+	p.check(a.MinAverageRate >= 0 && !math.IsInf(a.MinAverageRate, 0), "anomaly.min_average_rate",
+		a.MinAverageRate, "must be at least 0")
+
+	p.atLeast("milestones.every", c.Milestones.Every, 1)
+	for _, n := range c.Milestones.Thresholds {
+		p.atLeast("milestones.thresholds", n, 1)
+	}
+
+	p.hostPort("http.addr", c.HTTP.Addr, false)
+	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	p.oneOf("log.format", c.Log.Format, "json", "text")
+	p.positive("shutdown.timeout", c.Shutdown.Timeout)
+
+	b := c.Retry
+	p.positive("retry.initial_backoff", b.InitialBackoff)
+	p.positive("retry.max_backoff", b.MaxBackoff)
+	p.check(b.InitialBackoff <= b.MaxBackoff, "retry.initial_backoff", b.InitialBackoff,
+		"must not exceed retry.max_backoff ("+formatDuration(b.MaxBackoff)+")")
+	return p
+}
