@@ -1,0 +1,213 @@
+package topics_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamworker/streamworker/topics"
+)
+
+// envelope is the output envelope as encoding/json writes it: the reference
+// the Append functions must match byte for byte.
+type envelope[T any] struct {
+	ID          string  `json:"id"`
+	Type        string  `json:"type"`
+	Version     int     `json:"version"`
+	Source      string  `json:"source"`
+	AggregateID string  `json:"aggregateId"`
+	Timestamp   string  `json:"timestamp"`
+	Data        T       `json:"data"`
+	Metadata    outMeta `json:"metadata"`
+}
+
+type outMeta struct {
+	CorrelationID string `json:"correlationId"`
+	CausationID   string `json:"causationId"`
+	TraceID       string `json:"traceId,omitempty"`
+}
+
+func encodingJSON[T any](t *testing.T, typ string, m topics.OutputMeta, data T) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(envelope[T]{
+		ID: m.ID, Type: typ, Version: topics.OutputVersion, Source: topics.OutputSource,
+		AggregateID: m.AggregateID, Timestamp: topics.FormatTime(m.Time), Data: data,
+		Metadata: outMeta{m.CorrelationID, m.CausationID, m.TraceID},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// nasty holds strings that need escaping or replacing in JSON.
+var nasty = []string{
+	"plain",
+	"",
+	`quote " and backslash \ and slash /`,
+	"control \x00\x01\x07\b\f\n\r\t\x1f\x7f",
+	"html <script>&amp;</script>",
+	"unicode é ü 日本 😀",
+	"separators \u2028 \u2029",
+	"invalid UTF-8 \xff\xfe and truncated \xe6\x97",
+}
+
+func TestAppendMatchesEncodingJSON(t *testing.T) {
+	for _, s := range nasty {
+		m := topics.OutputMeta{
+			ID: topics.AggregateID(s, "evt-1"), AggregateID: s,
+			Time:          time.Date(2026, 11, 22, 11, 0, 0, 123456789, time.FixedZone("CET", 3600)),
+			CorrelationID: "corr " + s, CausationID: "evt-1", TraceID: s,
+		}
+		agg := topics.AggregatedData{
+			UserID: s, TotalActivity: 3,
+			Actions:         map[string]int64{s: 1, "click": 2, "a": 0},
+			Resources:       map[string]int64{"/home": 2, s + "/x": 1, "_other": 9},
+			FirstActivityAt: "2026-11-22T10:00:00.000Z", LastActivityAt: "2026-11-22T10:00:00.123Z", LastSequence: 17,
+		}
+		mil := topics.MilestoneData{UserID: s, Milestone: "activity", Count: 100}
+		ano := topics.AnomalyData{UserID: s, AnomalyType: "high-activity", CurrentRate: 12.4, AverageRate: 1.0 / 3, WindowCount: 62, Severity: "critical"}
+		gap := topics.GapData{AggregateID: s, Expected: 5, ResumedAt: 9, Skipped: 4}
+		checks := []struct {
+			name      string
+			got, want []byte
+		}{
+			{"aggregated", topics.AppendAggregated(nil, m, &agg), encodingJSON(t, topics.TypeAggregated, m, agg)},
+			{"milestone", topics.AppendMilestone(nil, m, &mil), encodingJSON(t, topics.TypeMilestone, m, mil)},
+			{"anomaly", topics.AppendAnomaly(nil, m, &ano), encodingJSON(t, topics.TypeAnomaly, m, ano)},
+			{"gap", topics.AppendGap(nil, m, &gap), encodingJSON(t, topics.TypeGap, m, gap)},
+		}
+		for _, c := range checks {
+			if !bytes.Equal(c.got, c.want) {
+				t.Errorf("%s with %q:\ngot  %s\nwant %s", c.name, s, c.got, c.want)
+			}
+			if !json.Valid(c.got) {
+				t.Errorf("%s with %q: invalid JSON %s", c.name, s, c.got)
+			}
+		}
+	}
+}
+
+func TestAppendRoundTrip(t *testing.T) {
+	s := "u \"42\"\n\u00e9"
+	m := topics.OutputMeta{ID: topics.AnomalyID(s, "e-9"), AggregateID: s,
+		Time: time.Date(2026, 11, 22, 10, 0, 0, 123e6, time.UTC), CorrelationID: "c-1", CausationID: "e-9"}
+	d := topics.AnomalyData{UserID: s, AnomalyType: "high-activity", CurrentRate: 2.6, AverageRate: 0.1, WindowCount: 13, Severity: "high"}
+	var out topics.Output
+	if err := json.Unmarshal(topics.AppendAnomaly([]byte("prefix"), m, &d)[len("prefix"):], &out); err != nil {
+		t.Fatal(err)
+	}
+	want := topics.Output{ID: "anomaly:" + s + ":e-9", Type: topics.TypeAnomaly, Version: 1, Source: "streamworker",
+		AggregateID: s, Timestamp: "2026-11-22T10:00:00.123Z", Metadata: topics.Metadata{CorrelationID: "c-1", CausationID: "e-9"}}
+	data := out.Data
+	out.Data = nil
+	if out.ID != want.ID || out.Type != want.Type || out.Version != want.Version || out.Source != want.Source ||
+		out.AggregateID != want.AggregateID || out.Timestamp != want.Timestamp || out.Metadata != want.Metadata {
+		t.Fatalf("got  %+v\nwant %+v", out, want)
+	}
+	var gotData topics.AnomalyData
+	if err := json.Unmarshal(data, &gotData); err != nil || gotData != d {
+		t.Fatalf("data %s: %+v, %v", data, gotData, err)
+	}
+	if strings.Contains(string(data), "traceId") || bytes.Contains(topics.AppendAnomaly(nil, m, &d), []byte("traceId")) {
+		t.Fatal("traceId written although empty")
+	}
+}
+
+func TestAppendAggregatedDeterministic(t *testing.T) {
+	m := topics.OutputMeta{ID: "aggregate:u:e", AggregateID: "u", CorrelationID: "c", CausationID: "e"}
+	build := func(order []string) *topics.AggregatedData {
+		d := &topics.AggregatedData{UserID: "u", Actions: map[string]int64{}, Resources: map[string]int64{}}
+		for i, k := range order {
+			d.Actions[k] = int64(i)
+			d.Resources[k] = 1
+		}
+		return d
+	}
+	keys := make([]string, 50)
+	for i := range keys {
+		keys[i] = string(rune('a'+i%26)) + strings.Repeat("x", i)
+	}
+	first := topics.AppendAggregated(nil, m, build(keys))
+	for range 5 {
+		if got := topics.AppendAggregated(nil, m, build(keys)); !bytes.Equal(got, first) {
+			t.Fatalf("output differs between runs:\n%s\n%s", got, first)
+		}
+	}
+	// Nil maps are written as empty objects, not null.
+	got := topics.AppendAggregated(nil, m, &topics.AggregatedData{UserID: "u"})
+	if !bytes.Contains(got, []byte(`"actions":{},"resources":{}`)) {
+		t.Fatalf("nil maps: %s", got)
+	}
+}
+
+func TestAppendFloats(t *testing.T) {
+	for _, f := range []float64{0, 1, -1, 0.1, 1.0 / 3, 12.4, 1e-6, 1e-7, 123456789e-15, 1e20, 1e21, 1.5e300, math.SmallestNonzeroFloat64, math.MaxFloat64} {
+		d := topics.AnomalyData{CurrentRate: f, AverageRate: -f}
+		got := topics.AppendAnomaly(nil, topics.OutputMeta{}, &d)
+		want := encodingJSON(t, topics.TypeAnomaly, topics.OutputMeta{}, d)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%g:\ngot  %s\nwant %s", f, got, want)
+		}
+	}
+	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		got := topics.AppendAnomaly(nil, topics.OutputMeta{}, &topics.AnomalyData{CurrentRate: f})
+		if !json.Valid(got) || !bytes.Contains(got, []byte(`"currentRate":null`)) {
+			t.Errorf("%g: %s", f, got)
+		}
+	}
+}
+
+func TestFormatTime(t *testing.T) {
+	tests := []struct {
+		t    time.Time
+		want string
+	}{
+		{time.Date(2026, 11, 22, 10, 0, 0, 123e6, time.UTC), "2026-11-22T10:00:00.123Z"},
+		{time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC), "2026-11-22T10:00:00.000Z"},
+		{time.Date(2026, 11, 22, 10, 0, 0, 999999999, time.UTC), "2026-11-22T10:00:00.999Z"}, // truncated, not rounded
+		{time.Date(2026, 11, 22, 11, 0, 0, 5e6, time.FixedZone("CET", 3600)), "2026-11-22T10:00:00.005Z"},
+		{time.Time{}, "0001-01-01T00:00:00.000Z"},
+	}
+	for _, tt := range tests {
+		if got := topics.FormatTime(tt.t); got != tt.want {
+			t.Errorf("FormatTime(%v) = %s, want %s", tt.t, got, tt.want)
+		}
+		if got := string(topics.AppendTime([]byte("x"), tt.t)); got != "x"+tt.want {
+			t.Errorf("AppendTime(%v) = %s", tt.t, got)
+		}
+	}
+}
+
+func TestOutputIDs(t *testing.T) {
+	tests := []struct{ got, want string }{
+		{topics.AggregateID("u-42", "evt-1"), "aggregate:u-42:evt-1"},
+		{topics.MilestoneID("u-42", 100), "milestone:u-42:100"},
+		{topics.AnomalyID("u-42", "evt-1"), "anomaly:u-42:evt-1"},
+		{topics.GapID("u-42", 5, 9), "gap:u-42:5:9"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func TestMetaFor(t *testing.T) {
+	e := fullEvent()
+	m := topics.MetaFor(&e, "x")
+	want := topics.OutputMeta{ID: "x", AggregateID: "u-42", Time: e.Time, CorrelationID: "corr-1", CausationID: "evt-8f14e45f", TraceID: "trace-1"}
+	if m != want {
+		t.Fatalf("got %+v, want %+v", m, want)
+	}
+	e.Metadata.CorrelationID = ""
+	if m := topics.MetaFor(&e, "x"); m.CorrelationID != e.ID {
+		t.Fatalf("without a correlation ID: CorrelationID %q, want the event ID", m.CorrelationID)
+	}
+}
