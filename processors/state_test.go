@@ -1,0 +1,274 @@
+package processors
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"maps"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/streamworker/streamworker/topics"
+)
+
+// sampleState returns a state with maps, buckets and a fired anomaly.
+func sampleState(t testing.TB) State {
+	t.Helper()
+	p := newProcessor(t, nil)
+	var s State
+	for i := range 40 {
+		e := event(i, t0+int64(i%3)*1000)
+		e.Sequence = int64(i + 1)
+		e.Data.Resource = []string{"/a", "/b", ""}[i%3]
+		p.Apply(&s, e)
+	}
+	if !s.anomalyFired || s.BucketCount() != 3 {
+		t.Fatalf("sample state lacks an anomaly or buckets: %+v", s)
+	}
+	return s
+}
+
+func roundTrip(t testing.TB, s *State) State {
+	t.Helper()
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d State
+	if err := d.UnmarshalBinary(b); err != nil {
+		t.Fatalf("UnmarshalBinary: %v", err)
+	}
+	b2, err := d.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, b2) {
+		t.Fatalf("re-encoding differs:\n%x\n%x", b, b2)
+	}
+	return d
+}
+
+// sameState reports whether a and b hold the same aggregate and anomaly
+// history (the buckets' spare capacity and offset aside).
+func sameState(a, b *State) bool {
+	return a.TotalActivity == b.TotalActivity &&
+		maps.Equal(a.Actions, b.Actions) && maps.Equal(a.Resources, b.Resources) &&
+		a.FirstActivityMillis == b.FirstActivityMillis && a.LastActivityMillis == b.LastActivityMillis &&
+		a.LastSequence == b.LastSequence &&
+		reflect.DeepEqual(a.buckets.counts(), b.buckets.counts()) &&
+		a.anomalyFired == b.anomalyFired && a.lastAnomalyMillis == b.lastAnomalyMillis
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	for name, s := range map[string]State{
+		"empty":         {},
+		"sequence only": {LastSequence: 9},
+		"with history":  sampleState(t),
+		"negative times": func() State {
+			var s State
+			newProcessor(t, nil).Apply(&s, event(0, -1_500))
+			return s
+		}(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := roundTrip(t, &s)
+			if !sameState(&s, &d) {
+				t.Errorf("round trip changed the state:\n%+v\n%+v", s, d)
+			}
+		})
+	}
+}
+
+func TestStateMarshalIsDeterministic(t *testing.T) {
+	s := sampleState(t)
+	first, _ := s.MarshalBinary()
+	for range 20 { // map iteration order varies from call to call
+		b, _ := s.MarshalBinary()
+		if !bytes.Equal(b, first) {
+			t.Fatal("two encodings of one state differ")
+		}
+	}
+	if first[0] != stateVersion {
+		t.Errorf("first byte %d, want the version %d", first[0], stateVersion)
+	}
+}
+
+func TestStateUnmarshalRejects(t *testing.T) {
+	s := sampleState(t)
+	good, _ := s.MarshalBinary()
+	// encode builds a state's bytes by hand: header, actions, resources,
+	// buckets.
+	encode := func(total int64, actions [][2]any, buckets [][2]int64) []byte {
+		b := []byte{stateVersion}
+		b = binary.AppendVarint(b, total)
+		b = binary.AppendVarint(b, t0)
+		b = binary.AppendVarint(b, t0)
+		b = binary.AppendVarint(b, 0)
+		b = append(b, 0)
+		b = binary.AppendUvarint(b, uint64(len(actions)))
+		for _, a := range actions {
+			b = binary.AppendUvarint(b, uint64(len(a[0].(string))))
+			b = append(b, a[0].(string)...)
+			b = binary.AppendUvarint(b, uint64(a[1].(int)))
+		}
+		b = binary.AppendUvarint(b, 0)
+		b = binary.AppendUvarint(b, uint64(len(buckets)))
+		for _, k := range buckets {
+			b = binary.AppendVarint(b, k[0])
+			b = binary.AppendUvarint(b, uint64(k[1]))
+		}
+		return b
+	}
+	if err := new(State).UnmarshalBinary(encode(3, [][2]any{{"a", 1}, {"b", 2}}, [][2]int64{{t0 / 1000, 3}})); err != nil {
+		t.Fatalf("the hand encoder is wrong: %v", err)
+	}
+	tests := map[string][]byte{
+		"empty":               nil,
+		"unknown version":     append([]byte{2}, good[1:]...),
+		"truncated":           good[:len(good)-1],
+		"trailing bytes":      append(append([]byte{}, good...), 0),
+		"keys not ascending":  encode(3, [][2]any{{"b", 1}, {"a", 2}}, nil),
+		"duplicate keys":      encode(3, [][2]any{{"a", 1}, {"a", 2}}, nil),
+		"empty key":           encode(3, [][2]any{{"", 1}}, nil),
+		"zero count":          encode(3, [][2]any{{"a", 0}}, nil),
+		"counts above total":  encode(2, [][2]any{{"a", 1}, {"b", 2}}, nil),
+		"buckets above total": encode(2, nil, [][2]int64{{t0 / 1000, 3}}),
+		"zero bucket":         encode(2, nil, [][2]int64{{t0 / 1000, 0}}),
+		// the three 0 lengths at the end replaced by a huge actions length
+		"huge length":             binary.AppendUvarint(bytes.Clone(encode(1, nil, nil)[:len(encode(1, nil, nil))-3]), 1<<40),
+		"activity without events": encode(0, nil, nil),
+	}
+	for name, data := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := sampleState(t)
+			before, _ := s.MarshalBinary()
+			err := s.UnmarshalBinary(data)
+			if !errors.Is(err, ErrCorruptState) {
+				t.Fatalf("UnmarshalBinary error = %v, want ErrCorruptState", err)
+			}
+			after, _ := s.MarshalBinary()
+			if !bytes.Equal(before, after) {
+				t.Error("a failed UnmarshalBinary changed the state")
+			}
+		})
+	}
+}
+
+// fuzzStream turns fuzz bytes into a configuration and an event stream: 3
+// bytes per event (time step, action, resource).
+func fuzzStream(data []byte) (Config, []*topics.Event) {
+	cfg := DefaultConfig()
+	cfg.MaxResources = 3
+	cfg.Milestones = MilestoneConfig{Every: 5, Thresholds: []int64{3, 7}}
+	if len(data) > 0 {
+		cfg.Anomaly.Window = []time.Duration{time.Second, 1500 * time.Millisecond, 4 * time.Second, 5 * time.Minute}[data[0]%4]
+		cfg.Anomaly.MinEvents = int(data[0]/4) % 4
+		data = data[1:]
+	}
+	wMs := cfg.Anomaly.Window.Milliseconds()
+	cur := t0
+	var events []*topics.Event
+	for i := 0; i+2 < len(data); i += 3 {
+		step := int64(int8(data[i]))
+		switch {
+		case step > 100: // jump forward a window or more
+			cur += wMs * (step - 100)
+		case step < -100: // jump back a window or more
+			cur -= wMs * (-100 - step)
+		default:
+			cur += step * 97 // sub-second steps that cross seconds
+		}
+		events = append(events, &topics.Event{
+			ID: "e", AggregateID: "u", Time: time.UnixMilli(cur),
+			Sequence: int64(i/3) * int64(data[i+1]&1),
+			Data: topics.Activity{
+				Action:   []string{"", "a", "b", "c"}[data[i+1]%4],
+				Resource: []string{"", "/1", "/2", "/3", "/4", "/5", "/6", OtherResource}[data[i+2]%8],
+			},
+		})
+	}
+	return cfg, events
+}
+
+// FuzzApply checks the state's invariants after every event of random
+// streams, compares with the reference model, and round-trips the state.
+func FuzzApply(f *testing.F) {
+	f.Add([]byte{0, 1, 1, 1, 0, 2, 2, 0, 3, 3})
+	f.Add(bytes.Repeat([]byte{5, 0, 1, 2}, 40))
+	f.Add(append([]byte{3}, bytes.Repeat([]byte{0, 1, 1, 0x90, 2, 2, 101, 3, 4}, 30)...))
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 20 {
+		b := make([]byte, 1+3*r.IntN(100))
+		for i := range b {
+			b[i] = byte(r.UintN(256))
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, events := fuzzStream(data)
+		p, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &refModel{cfg: cfg, actions: map[string]int64{}, resources: map[string]int64{}}
+		maxBuckets := 2 * p.c.windowSecs
+		var s State
+		for i, e := range events {
+			got := p.Apply(&s, e)
+			if want := m.apply(e); !reflect.DeepEqual(got, want) {
+				t.Fatalf("event %d: got %s, want %s", i, fxString(got), fxString(want))
+			}
+			if s.TotalActivity != int64(i+1) {
+				t.Fatalf("TotalActivity %d after %d events", s.TotalActivity, i+1)
+			}
+			var sum int64
+			for _, n := range s.Actions {
+				sum += n
+			}
+			if sum > s.TotalActivity {
+				t.Fatalf("actions sum %d > total %d", sum, s.TotalActivity)
+			}
+			if len(s.Resources) > cfg.MaxResources+1 {
+				t.Fatalf("%d resource keys, cap %d", len(s.Resources), cfg.MaxResources)
+			}
+			if n := s.BucketCount(); int64(n) > maxBuckets {
+				t.Fatalf("%d buckets, bound %d", n, maxBuckets)
+			}
+			if s.FirstActivityMillis > s.LastActivityMillis {
+				t.Fatal("first activity after last")
+			}
+			d := roundTrip(t, &s)
+			if !sameState(&s, &d) {
+				t.Fatalf("round trip changed the state")
+			}
+		}
+	})
+}
+
+// FuzzUnmarshalBinary checks that no input panics and that whatever decodes
+// re-encodes to something that decodes to the same state.
+func FuzzUnmarshalBinary(f *testing.F) {
+	s := sampleState(f)
+	good, _ := s.MarshalBinary()
+	f.Add(good)
+	f.Add([]byte{stateVersion})
+	empty, _ := new(State).MarshalBinary()
+	f.Add(empty)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var s State
+		if err := s.UnmarshalBinary(data); err != nil {
+			if !errors.Is(err, ErrCorruptState) {
+				t.Fatalf("error %v does not wrap ErrCorruptState", err)
+			}
+			return
+		}
+		d := roundTrip(t, &s)
+		if !sameState(&s, &d) {
+			t.Fatal("round trip changed a decoded state")
+		}
+		p := newProcessor(t, nil)
+		p.Apply(&s, event(0, t0)) // a decoded state is usable
+	})
+}
