@@ -203,6 +203,9 @@ func appendCounts(dst []byte, counts map[string]int64) []byte {
 	}
 	var buf [32]string
 	keys := buf[:0]
+	if len(counts) > len(buf) {
+		keys = make([]string, 0, len(counts))
+	}
 	for k := range counts {
 		keys = append(keys, k)
 	}
