@@ -221,12 +221,13 @@ func (s *RedisServer) Client(tb testing.TB) redis.UniversalClient {
 	return c
 }
 
-func (s *RedisServer) newClient() redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:    s.addrs,
-		Password: s.password,
-	})
+// Options returns fresh client options for the server (addresses and
+// password), for a test that needs a client tuned its own way.
+func (s *RedisServer) Options() *redis.UniversalOptions {
+	return &redis.UniversalOptions{Addrs: append([]string(nil), s.addrs...), Password: s.password}
 }
+
+func (s *RedisServer) newClient() redis.UniversalClient { return redis.NewUniversalClient(s.Options()) }
 
 // Stop stops the server with SIGTERM and waits for it to exit; with WithAOF
 // its data is persisted. It skips the test where CanRestart is false.
