@@ -369,9 +369,13 @@ func TestIsRetryable(t *testing.T) {
 		{"CLUSTERDOWN", func(t *testing.T) string { return fakeRedis(t, "-CLUSTERDOWN The cluster is down") }, true},
 		{"TRYAGAIN", func(t *testing.T) string { return fakeRedis(t, "-TRYAGAIN Multiple keys request during rehashing") }, true},
 		{"MASTERDOWN", func(t *testing.T) string { return fakeRedis(t, "-MASTERDOWN Link with MASTER is down") }, true},
-		{"READONLY", func(t *testing.T) string { return fakeRedis(t, "-READONLY You can't write against a read only replica.") }, true},
+		{"READONLY", func(t *testing.T) string {
+			return fakeRedis(t, "-READONLY You can't write against a read only replica.")
+		}, true},
 		{"BUSY", func(t *testing.T) string { return fakeRedis(t, "-BUSY Redis is busy running a script.") }, true},
-		{"OOM", func(t *testing.T) string { return fakeRedis(t, "-OOM command not allowed when used memory > 'maxmemory'.") }, true},
+		{"OOM", func(t *testing.T) string {
+			return fakeRedis(t, "-OOM command not allowed when used memory > 'maxmemory'.")
+		}, true},
 		{"NOAUTH", func(t *testing.T) string { return fakeRedis(t, "-NOAUTH Authentication required.") }, false},
 		{"NOPERM", func(t *testing.T) string { return fakeRedis(t, "-NOPERM this user has no permissions") }, false},
 		{"script error", func(t *testing.T) string { return fakeRedis(t, "-ERR Error running script") }, false},
