@@ -1,0 +1,5 @@
+//go:build !race
+
+package sequencing
+
+const raceEnabled = false
