@@ -157,7 +157,15 @@ func (s *State) AppendBinary(b []byte) ([]byte, error) {
 
 func appendCounts(b []byte, m map[string]int64) []byte {
 	b = binary.AppendUvarint(b, uint64(len(m)))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
+	if len(m) == 0 {
+		return b
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)
 		b = binary.AppendUvarint(b, uint64(m[k]))
@@ -215,7 +223,7 @@ func (s *State) UnmarshalBinary(data []byte) error {
 		}
 		n.buckets.b = bs
 	}
-	if d.err == nil && len(d.b) != 0 {
+	if d.err == nil && d.left() != 0 {
 		d.fail("trailing bytes")
 	}
 	if d.err != nil {
@@ -263,46 +271,52 @@ func (s *State) check() error {
 	return nil
 }
 
-// decoder reads the binary form; the first error sticks.
+// decoder reads the binary form; the first error sticks. It advances an
+// index rather than reslicing, which keeps pointer writes (and GC write
+// barriers) out of the loop.
 type decoder struct {
 	b   []byte
+	p   int // read position
 	err error
 }
+
+// left returns the number of unread bytes.
+func (d *decoder) left() int { return len(d.b) - d.p }
 
 func (d *decoder) fail(what string) {
 	if d.err == nil {
 		d.err = fmt.Errorf("%w: %s", ErrCorruptState, what)
 	}
-	d.b = nil
+	d.p = len(d.b)
 }
 
 func (d *decoder) byte() byte {
-	if len(d.b) == 0 {
+	if d.p >= len(d.b) {
 		d.fail("truncated")
 		return 0
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
+	v := d.b[d.p]
+	d.p++
 	return v
 }
 
 func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
+	v, n := binary.Varint(d.b[d.p:])
 	if n <= 0 {
 		d.fail("bad varint")
 		return 0
 	}
-	d.b = d.b[n:]
+	d.p += n
 	return v
 }
 
 func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
+	v, n := binary.Uvarint(d.b[d.p:])
 	if n <= 0 {
 		d.fail("bad uvarint")
 		return 0
 	}
-	d.b = d.b[n:]
+	d.p += n
 	return v
 }
 
@@ -320,7 +334,7 @@ func (d *decoder) count() int64 {
 // bytes long, and checks that many bytes remain.
 func (d *decoder) length(minSize int) int {
 	v := d.uvarint()
-	if d.err == nil && v > uint64(len(d.b)/minSize) {
+	if d.err == nil && v > uint64(d.left()/minSize) {
 		d.fail("length exceeds data")
 		return 0
 	}
@@ -341,12 +355,12 @@ func (d *decoder) counts(what string) map[string]int64 {
 		if d.err != nil {
 			return nil
 		}
-		if l == 0 || l > uint64(len(d.b)) {
+		if l == 0 || l > uint64(d.left()) {
 			d.fail(what + ": bad key length")
 			return nil
 		}
-		k := string(d.b[:l])
-		d.b = d.b[l:]
+		k := string(d.b[d.p : d.p+int(l)])
+		d.p += int(l)
 		if i > 0 && k <= prev {
 			d.fail(what + ": keys not ascending")
 			return nil
