@@ -1,0 +1,29 @@
+# The test command of the README. It needs Go and redis-server on PATH.
+.PHONY: test test-short fuzz bench bench-go chaos check-deploy build
+
+GO ?= go
+
+test:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Run each decoder fuzzer for a while (the seed corpora also run in `make test`).
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./topics/
+
+# Go micro-benchmarks of the hot path.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./topics/ ./processors/ ./sequencing/ ./dedupe/ ./state/
+
+# The end-to-end benchmark (see BENCHMARKS.md).
+bench:
+	$(GO) run ./cmd/swbench
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/streamworker ./cmd/streamworker
+
+check-deploy:
+	bash deploy/check.sh
+	bash deploy/check-observability.sh

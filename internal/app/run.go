@@ -1,0 +1,154 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/sequencing"
+	"github.com/streamworker/streamworker/topics"
+	"github.com/streamworker/streamworker/worker"
+)
+
+// Names returns the topic names of c.
+func Names(c config.Topics) topics.Names {
+	return topics.Names{Input: c.Input, Aggregates: c.Aggregates, Milestones: c.Milestones,
+		Anomalies: c.Anomalies, DLQ: c.DLQ, Gaps: c.Gaps}
+}
+
+// ProcessorConfig returns the processor settings of c.
+func ProcessorConfig(c config.Config) processors.Config {
+	pc := processors.DefaultConfig()
+	pc.MaxResources = c.Aggregation.MaxResources
+	pc.Anomaly.Window = c.Anomaly.Window
+	pc.Anomaly.Multiplier = c.Anomaly.Multiplier
+	pc.Anomaly.MinEvents = c.Anomaly.MinEvents
+	pc.Anomaly.DefaultAverageRate = c.Anomaly.DefaultAverageRate
+	pc.Anomaly.MinAverageRate = c.Anomaly.MinAverageRate
+	pc.Milestones.Every = int64(c.Milestones.Every)
+	pc.Milestones.Thresholds = nil
+	for _, t := range c.Milestones.Thresholds {
+		pc.Milestones.Thresholds = append(pc.Milestones.Thresholds, int64(t))
+	}
+	return pc
+}
+
+// WorkerOptions maps a validated configuration onto worker options; the
+// caller adds the clients, logger and registerer.
+func WorkerOptions(c config.Config) (worker.Options, error) {
+	kopts, err := KafkaOpts(c.Kafka)
+	if err != nil {
+		return worker.Options{}, err
+	}
+	cache := c.State.CacheSize
+	if cache == 0 {
+		cache = -1 // disabled
+	}
+	return worker.Options{
+		Kafka:            kopts,
+		Group:            c.Kafka.Group,
+		Topics:           Names(c.Topics),
+		StartAtEnd:       c.Kafka.StartOffset == "latest",
+		CommitInterval:   c.Kafka.CommitInterval,
+		MaxPollRecords:   c.Kafka.MaxPollRecords,
+		SessionTimeout:   c.Kafka.SessionTimeout,
+		RebalanceTimeout: c.Kafka.RebalanceTimeout,
+		KeyPrefix:        c.Redis.KeyPrefix,
+		DedupeTTL:        c.Dedupe.TTL,
+		RecentSize:       c.Dedupe.RecentSize,
+		CacheSize:        cache,
+		Sequencing: sequencing.Config{
+			MaxPerAggregate: c.Sequencing.MaxBuffered,
+			MaxPerPartition: c.Sequencing.MaxBufferedPartition,
+			MaxBytes:        int64(c.Sequencing.MaxBufferedBytes),
+			GapTimeout:      c.Sequencing.GapTimeout,
+		},
+		MaxInputBytes:      int(c.Input.MaxBytes),
+		UnknownTypes:       c.Input.UnknownTypes,
+		CoalesceAggregates: c.Outputs.CoalesceAggregates,
+		Processors:         ProcessorConfig(c),
+		RetryInitial:       c.Retry.InitialBackoff,
+		RetryMax:           c.Retry.MaxBackoff,
+		ShutdownTimeout:    c.Shutdown.Timeout,
+	}, nil
+}
+
+// Run runs a worker configured by c, with its metrics and health endpoint,
+// until ctx is cancelled, then drains it. reg may be nil for a new registry.
+func Run(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus.Registry) error {
+	if reg == nil {
+		reg = NewRegistry()
+	}
+	opts, err := WorkerOptions(c)
+	if err != nil {
+		return err
+	}
+	rc, err := RedisClient(c.Redis)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	opts.Redis, opts.Logger, opts.Registerer = rc, log, reg
+	w, err := worker.New(opts)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http.addr %s: %w", c.HTTP.Addr, err)
+	}
+	log.Info("serving metrics and health", "addr", ln.Addr().String())
+	srv := &http.Server{Handler: Handler(reg, w.Ready), ReadHeaderTimeout: 5 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		err := w.Run(gctx)
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return err
+	})
+	return g.Wait()
+}
+
+// NewRegistry returns a registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Handler serves /metrics from reg, /livez (the process answers) and
+// /readyz (ready reports true).
+func Handler(reg prometheus.Gatherer, ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready: group not joined, Redis unreachable, or retrying a failed call", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}

@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/app"
+	"github.com/streamworker/streamworker/internal/ops"
+)
+
+func replayCmd() *cobra.Command {
+	var fromTime string
+	var fromOffset int64
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Move the group's committed offsets back to a time or an offset",
+		Long: `Set kafka.group's committed offsets on the input topic to the first record at
+or after --from-time, or to --from-offset in every partition. The group must be
+stopped. Its next run re-reads from there; events still remembered by their
+dedupe marks (dedupe.ttl) are not applied again.
+
+To rebuild state from scratch instead, replay into a fresh namespace: choose a
+new kafka.group and a new redis.key_prefix (the outputs keep their IDs).`,
+		Example: "  streamworker replay --from-time 2026-11-22T10:00:00Z\n" +
+			"  SW_KAFKA_GROUP=rebuild-1 SW_REDIS_KEY_PREFIX=sw2 streamworker replay --from-offset 0",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			var from ops.ReplayFrom
+			switch {
+			case fromTime != "" && cmd.Flags().Changed("from-offset"):
+				return usageError{fmt.Errorf("give --from-time or --from-offset, not both")}
+			case fromTime != "":
+				t, err := time.Parse(time.RFC3339, fromTime)
+				if err != nil {
+					return usageError{fmt.Errorf("--from-time: %w", err)}
+				}
+				from.Time = t
+			case cmd.Flags().Changed("from-offset"):
+				from.Offset = fromOffset
+			default:
+				return usageError{fmt.Errorf("give --from-time or --from-offset")}
+			}
+			cl, err := kafkaClient(c)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			offsets, err := ops.Replay(cmd.Context(), kadm.NewClient(cl), c.Kafka.Group, c.Topics.Input, from)
+			if err != nil {
+				return err
+			}
+			offsets.Each(func(o kadm.Offset) {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s[%d] -> %d\n", o.Topic, o.Partition, o.At)
+			})
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&fromTime, "from-time", "", "Replay from the first record at or after this RFC 3339 time.")
+	cmd.Flags().Int64Var(&fromOffset, "from-offset", 0, "Replay from this offset in every partition.")
+	config.RegisterFlags(cmd.Flags())
+	return cmd
+}
+
+func dlqCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "dlq", Short: "Work with the dead-letter topic"}
+	var reason string
+	redrive := &cobra.Command{
+		Use:   "redrive",
+		Short: "Copy dead-letter records back to the input topic",
+		Long: `Copy the records on the DLQ topic back to the input topic with their original
+key, value and headers, once: progress is committed in the group
+"<kafka.group>.dlq-redrive". Fix the cause first (a producer, a config limit),
+or the records land in the DLQ again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			opts, err := app.KafkaOpts(c.Kafka)
+			if err != nil {
+				return usageError{err}
+			}
+			st, err := ops.Redrive(cmd.Context(), opts, c.Topics.DLQ, c.Topics.Input, c.Kafka.Group+".dlq-redrive", reason)
+			fmt.Fprintf(cmd.OutOrStdout(), "read %d, redriven %d, skipped %d\n", st.Read, st.Redriven, st.Skipped)
+			return err
+		},
+	}
+	redrive.Flags().StringVar(&reason, "reason", "", "Redrive only records with this dlq.reason (e.g. late).")
+	config.RegisterFlags(redrive.Flags())
+	cmd.AddCommand(redrive)
+	return cmd
+}

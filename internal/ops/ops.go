@@ -1,0 +1,168 @@
+// Package ops holds the operator tools: replaying the input from a time or
+// an offset by moving a group's committed offsets, and redriving the
+// dead-letter topic back into the input.
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ErrGroupActive is returned by Replay when the group still has members:
+// offsets of a live group cannot be moved safely.
+var ErrGroupActive = errors.New("the consumer group has active members; stop its workers first")
+
+// ReplayFrom says where a replay starts: at the first record at or after
+// Time, or, when Time is zero, at Offset in every partition (clamped to
+// the partition's start and end).
+type ReplayFrom struct {
+	Time   time.Time
+	Offset int64
+}
+
+// Replay sets group's committed offsets on topic to from, so the group's
+// next run re-reads from there. The group must have no active members.
+// Replaying into the same state namespace re-applies nothing that is still
+// within dedupe.ttl; to rebuild state from scratch, replay into a new group
+// with a new redis.key_prefix.
+func Replay(ctx context.Context, adm *kadm.Client, group, topic string, from ReplayFrom) (kadm.Offsets, error) {
+	groups, err := adm.DescribeGroups(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("describing group %s: %w", group, err)
+	}
+	if g, ok := groups[group]; ok && len(g.Members) > 0 {
+		return nil, ErrGroupActive
+	}
+	var listed kadm.ListedOffsets
+	if from.Time.IsZero() {
+		starts, err := adm.ListStartOffsets(ctx, topic)
+		if err != nil {
+			return nil, err
+		}
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return nil, err
+		}
+		listed = starts
+		listed.Each(func(o kadm.ListedOffset) {
+			end, _ := ends.Lookup(o.Topic, o.Partition)
+			off := min(max(from.Offset, o.Offset), end.Offset)
+			listed[o.Topic][o.Partition] = kadm.ListedOffset{Topic: o.Topic, Partition: o.Partition, Offset: off, LeaderEpoch: -1}
+		})
+	} else {
+		listed, err = adm.ListOffsetsAfterMilli(ctx, from.Time.UnixMilli(), topic)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := listed.Error(); err != nil {
+		return nil, err
+	}
+	offsets := listed.Offsets()
+	resp, err := adm.CommitOffsets(ctx, group, offsets)
+	if err != nil {
+		return nil, err
+	}
+	return offsets, resp.Error()
+}
+
+// RedriveStats counts what Redrive did.
+type RedriveStats struct {
+	Read, Redriven, Skipped int
+}
+
+// Redrive copies the dead-letter records present when it starts back to the
+// input topic, with their original key, value and headers (the dlq.*
+// headers removed), and commits its progress in group so a second run does
+// not redrive them again. A non-empty reason redrives only records whose
+// dlq.reason matches.
+func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, reason string) (RedriveStats, error) {
+	var st RedriveStats
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
+		kgo.ConsumerGroup(group), kgo.ConsumeTopics(dlqTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())...)
+	if err != nil {
+		return st, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, dlqTopic)
+	if err != nil {
+		return st, err
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return st, err
+	}
+	// remaining holds, per partition with records left to redrive, the
+	// end offset when the redrive started.
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		c, ok := committed.Lookup(dlqTopic, o.Partition)
+		if o.Offset > 0 && (!ok || c.At < o.Offset) {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	done := func() bool {
+		for _, end := range remaining {
+			if end > 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		if err := fetches.Err0(); err != nil {
+			return st, err
+		}
+		var out []*kgo.Record
+		fetches.EachRecord(func(r *kgo.Record) {
+			end := remaining[r.Partition]
+			if r.Offset >= end {
+				return
+			}
+			if r.Offset+1 >= end {
+				remaining[r.Partition] = 0
+			}
+			st.Read++
+			if reason != "" && header(r, "dlq.reason") != reason {
+				st.Skipped++
+				return
+			}
+			nr := &kgo.Record{Topic: inputTopic, Key: r.Key, Value: r.Value}
+			for _, h := range r.Headers {
+				if !strings.HasPrefix(h.Key, "dlq.") {
+					nr.Headers = append(nr.Headers, h)
+				}
+			}
+			out = append(out, nr)
+		})
+		if err := cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
+			return st, err
+		}
+		st.Redriven += len(out)
+		if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}

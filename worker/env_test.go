@@ -1,0 +1,436 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/dedupe"
+	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/loadgen"
+	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/sequencing"
+	"github.com/streamworker/streamworker/topics"
+	"github.com/streamworker/streamworker/worker"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// env is one test's broker, Redis and topic names.
+type env struct {
+	t      *testing.T
+	kafka  *testenv.KafkaCluster
+	redis  *testenv.RedisServer
+	names  topics.Names
+	group  string
+	prefix string
+	parts  int
+}
+
+func newEnv(t *testing.T, partitions int, ropts ...testenv.RedisOption) *env {
+	t.Helper()
+	k := testenv.Kafka(t)
+	e := &env{t: t, kafka: k, redis: testenv.Redis(t, ropts...), parts: partitions}
+	d := topics.DefaultNames()
+	e.names = topics.Names{Input: k.Topic(d.Input), Aggregates: k.Topic(d.Aggregates), Milestones: k.Topic(d.Milestones),
+		Anomalies: k.Topic(d.Anomalies), DLQ: k.Topic(d.DLQ), Gaps: k.Topic(d.Gaps)}
+	k.CreateTopics(t, partitions, e.names.Input)
+	k.CreateTopics(t, 3, e.names.Aggregates, e.names.Milestones, e.names.Anomalies, e.names.DLQ, e.names.Gaps)
+	e.group = k.Topic("group")
+	e.prefix = e.redis.Prefix()
+	if e.prefix == "" {
+		e.prefix = "sw"
+	}
+	return e
+}
+
+// options are the worker options of this env, with fast timings for tests.
+func (e *env) options(reg prometheus.Registerer) worker.Options {
+	pc := processors.DefaultConfig()
+	return worker.Options{
+		Kafka:              []kgo.Opt{kgo.SeedBrokers(e.kafka.Seeds()...)},
+		Group:              e.group,
+		Topics:             e.names,
+		CommitInterval:     200 * time.Millisecond,
+		SessionTimeout:     6 * time.Second,
+		RebalanceTimeout:   10 * time.Second,
+		Redis:              e.redis.Client(e.t),
+		KeyPrefix:          e.prefix,
+		Sequencing:         sequencing.Config{MaxPerAggregate: 1000, MaxPerPartition: 10000, MaxBytes: 64 << 20, GapTimeout: 30 * time.Second},
+		CoalesceAggregates: true,
+		Processors:         pc,
+		RetryInitial:       20 * time.Millisecond,
+		RetryMax:           500 * time.Millisecond,
+		ShutdownTimeout:    15 * time.Second,
+		LagInterval:        200 * time.Millisecond,
+		Logger:             testLogger(),
+		Registerer:         reg,
+	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("SW_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}
+
+// running is a worker running in this test process.
+type running struct {
+	w      *worker.Worker
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (e *env) start(opts worker.Options) *running {
+	e.t.Helper()
+	reg := prometheus.NewRegistry()
+	if opts.Registerer == nil {
+		opts.Registerer = reg
+	}
+	w, err := worker.New(opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{w: w, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- w.Run(ctx) }()
+	e.t.Cleanup(func() { r.stop(e.t) })
+	return r
+}
+
+// stop cancels the worker and waits for its drain.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok {
+			close(r.done)
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop within 30s")
+		return nil
+	}
+}
+
+// produce writes the generator's whole stream and returns its oracle.
+func (e *env) produce(cfg loadgen.Config) *loadgen.Oracle {
+	e.t.Helper()
+	cfg.Topic = e.names.Input
+	gen, err := loadgen.New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cl := e.kafka.Client(e.t, kgo.ProducerLinger(time.Millisecond))
+	oracle := loadgen.NewOracle()
+	var recs []*kgo.Record
+	for {
+		r, ok := gen.Next()
+		if !ok {
+			break
+		}
+		oracle.Observe(r)
+		recs = append(recs, &kgo.Record{Topic: e.names.Input, Key: r.Key, Value: r.Value, Headers: r.Headers})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+	return oracle
+}
+
+// endOffsets returns the log-end offset of every input partition.
+func (e *env) endOffsets() map[int32]int64 {
+	e.t.Helper()
+	ends, err := e.kafka.Admin(e.t).ListEndOffsets(context.Background(), e.names.Input)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+// committed returns the group's committed offsets on the input.
+func (e *env) committed() map[int32]int64 {
+	e.t.Helper()
+	offs, err := e.kafka.Admin(e.t).FetchOffsets(context.Background(), e.group)
+	if err != nil {
+		return nil
+	}
+	out := map[int32]int64{}
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == e.names.Input {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
+}
+
+// waitDrained waits until the group has committed the log end of every
+// input partition.
+func (e *env) waitDrained(timeout time.Duration) {
+	e.t.Helper()
+	ends := e.endOffsets()
+	testenv.Eventually(e.t, timeout, func() bool {
+		c := e.committed()
+		for p, end := range ends {
+			if c[p] != end {
+				return false
+			}
+		}
+		return true
+	}, "group did not commit the log end of every partition")
+}
+
+// expectation is what a correct run leaves behind for one user.
+type expectation struct {
+	state      []byte // MarshalBinary of the final state
+	snapshot   topics.AggregatedData
+	milestones []string // output IDs
+	anomalies  []string
+}
+
+// expect applies the oracle's unique valid events of every user, in order,
+// to fresh state: the reference a run must match.
+func expect(t *testing.T, o *loadgen.Oracle, pc processors.Config) map[string]*expectation {
+	t.Helper()
+	proc, err := processors.New(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*expectation{}
+	for _, u := range o.Users() {
+		var st processors.State
+		x := &expectation{}
+		for _, ev := range o.Events(u) {
+			ev := ev
+			eff := proc.Apply(&st, &ev)
+			if c := eff.Milestone; c > 0 {
+				x.milestones = append(x.milestones, topics.MilestoneID(u, c))
+			}
+			if eff.Anomaly != nil {
+				x.anomalies = append(x.anomalies, topics.AnomalyID(u, ev.ID))
+			}
+		}
+		b, err := st.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.state, x.snapshot = b, st.Snapshot(u)
+		out[u] = x
+	}
+	return out
+}
+
+// outputRecord is one consumed output.
+type outputRecord struct {
+	rec *kgo.Record
+	env topics.Output
+}
+
+// readAll returns every record of topic, in partition-offset order.
+func (e *env) readAll(topic string) []*kgo.Record {
+	e.t.Helper()
+	ends, err := e.kafka.Admin(e.t).ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	total := int64(0)
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+			total += o.Offset
+		}
+	})
+	if total == 0 {
+		return nil
+	}
+	cl := e.kafka.Client(e.t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var recs []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for int64(len(recs)) < total {
+		f := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			e.t.Fatalf("reading %s: got %d of %d records", topic, len(recs), total)
+		}
+		f.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	sort.SliceStable(recs, func(i, j int) bool {
+		if recs[i].Partition != recs[j].Partition {
+			return recs[i].Partition < recs[j].Partition
+		}
+		return recs[i].Offset < recs[j].Offset
+	})
+	return recs
+}
+
+func (e *env) outputs(topic string) []outputRecord {
+	e.t.Helper()
+	var out []outputRecord
+	for _, r := range e.readAll(topic) {
+		var o topics.Output
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			e.t.Fatalf("%s offset %d: not an output envelope: %v", topic, r.Offset, err)
+		}
+		out = append(out, outputRecord{rec: r, env: o})
+	}
+	return out
+}
+
+// verify checks Redis state and every output topic against the oracle.
+func (e *env) verify(o *loadgen.Oracle, pc processors.Config) {
+	t := e.t
+	t.Helper()
+	want := expect(t, o, pc)
+	keys := dedupe.Keys{Prefix: e.prefix}
+	rc := e.redis.Client(t)
+	ctx := context.Background()
+
+	bad := 0
+	for u, x := range want {
+		got, err := rc.HGet(ctx, keys.State(u), "d").Bytes()
+		if err != nil || !bytes.Equal(got, x.state) {
+			if bad < 5 {
+				var st processors.State
+				_ = st.UnmarshalBinary(got)
+				t.Errorf("user %s: stored state differs (err %v):\n got  %+v\n want %+v", u, err, st.Snapshot(u), x.snapshot)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d users have a wrong state", bad, len(want))
+	}
+
+	// Milestones and anomalies: exactly the expected IDs, and every copy
+	// of an ID byte-identical (deterministic outputs).
+	checkIDs := func(topic string, pick func(*expectation) []string) {
+		seen := map[string][]byte{}
+		for _, r := range e.outputs(topic) {
+			if prev, ok := seen[r.env.ID]; ok && !bytes.Equal(prev, r.rec.Value) {
+				t.Errorf("%s: two different payloads for id %s", topic, r.env.ID)
+			}
+			seen[r.env.ID] = r.rec.Value
+		}
+		var wantIDs []string
+		for _, x := range want {
+			wantIDs = append(wantIDs, pick(x)...)
+		}
+		var missing, extra []string
+		for _, id := range wantIDs {
+			if _, ok := seen[id]; !ok {
+				missing = append(missing, id)
+			}
+			delete(seen, id)
+		}
+		for id := range seen {
+			extra = append(extra, id)
+		}
+		if len(missing)+len(extra) > 0 {
+			t.Errorf("%s: %d expected ids missing (e.g. %v), %d unexpected (e.g. %v)", topic,
+				len(missing), head(missing), len(extra), head(extra))
+		}
+		t.Logf("%s: %d distinct ids as expected", topic, len(wantIDs))
+	}
+	checkIDs(e.names.Milestones, func(x *expectation) []string { return x.milestones })
+	checkIDs(e.names.Anomalies, func(x *expectation) []string { return x.anomalies })
+
+	// Aggregates: the last snapshot of each user equals the expected one.
+	last := map[string]topics.Output{}
+	for _, r := range e.outputs(e.names.Aggregates) {
+		last[r.env.AggregateID] = r.env
+	}
+	for u, x := range want {
+		got, ok := last[u]
+		if !ok {
+			t.Errorf("no aggregate output for user %s", u)
+			continue
+		}
+		wantData, _ := json.Marshal(x.snapshot)
+		if !jsonEqual(got.Data, wantData) {
+			t.Errorf("user %s: last aggregate\n got  %s\n want %s", u, got.Data, wantData)
+		}
+	}
+
+	// DLQ: every malformed input exactly once by origin, each with a reason.
+	origins := map[string]bool{}
+	for _, r := range e.readAll(e.names.DLQ) {
+		h := headers(r)
+		if h["dlq.reason"] == "" || h["dlq.error"] == "" || h["dlq.processor"] == "" {
+			t.Errorf("DLQ record without reason headers: %v", h)
+		}
+		origins[h["dlq.topic"]+"/"+h["dlq.partition"]+"/"+h["dlq.offset"]] = true
+	}
+	if len(origins) != o.Malformed() {
+		t.Errorf("DLQ holds %d distinct inputs, want the %d malformed ones", len(origins), o.Malformed())
+	}
+}
+
+func headers(r *kgo.Record) map[string]string {
+	m := map[string]string{}
+	for _, h := range r.Headers {
+		m[h.Key] = string(h.Value)
+	}
+	return m
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return fmt.Sprint(x) == fmt.Sprint(y)
+}
+
+func head(s []string) []string {
+	sort.Strings(s)
+	if len(s) > 3 {
+		return s[:3]
+	}
+	return s
+}
+
+// metric returns the sum of a counter or gauge family in reg.
+func metric(reg prometheus.Gatherer, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			}
+			if g := m.GetGauge(); g != nil {
+				sum += g.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+var errTimeout = errors.New("timeout")
+
+var _ = strings.TrimSpace
+var _ = errTimeout

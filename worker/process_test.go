@@ -1,0 +1,200 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/loadgen"
+	"github.com/streamworker/streamworker/processors"
+)
+
+// proc is a worker running as a separate `streamworker run` process.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func (e *env) spawn(name string) *proc {
+	e.t.Helper()
+	bin := testenv.BuildBinary(e.t, "github.com/streamworker/streamworker/cmd/streamworker")
+	cmd := exec.Command(bin, "run")
+	cmd.Env = append(os.Environ(),
+		"SW_KAFKA_BROKERS="+join(e.kafka.Seeds()),
+		"SW_KAFKA_GROUP="+e.group,
+		"SW_KAFKA_CLIENT_ID="+name,
+		"SW_KAFKA_COMMIT_INTERVAL=200ms",
+		"SW_KAFKA_SESSION_TIMEOUT=6s",
+		"SW_KAFKA_REBALANCE_TIMEOUT=10s",
+		"SW_TOPICS_INPUT="+e.names.Input,
+		"SW_TOPICS_AGGREGATES="+e.names.Aggregates,
+		"SW_TOPICS_MILESTONES="+e.names.Milestones,
+		"SW_TOPICS_ANOMALIES="+e.names.Anomalies,
+		"SW_TOPICS_DLQ="+e.names.DLQ,
+		"SW_TOPICS_GAPS="+e.names.Gaps,
+		"SW_REDIS_ADDR="+e.redis.Addr(),
+		"SW_REDIS_KEY_PREFIX="+e.prefix,
+		"SW_HTTP_ADDR=127.0.0.1:0",
+		"SW_LOG_LEVEL=info",
+		"SW_SHUTDOWN_TIMEOUT=15s",
+		"SW_RETRY_MAX_BACKOFF=500ms",
+	)
+	p := &proc{cmd: cmd, out: &bytes.Buffer{}, done: make(chan struct{})}
+	cmd.Stdout = &lockedWriter{w: p.out}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	e.t.Cleanup(func() {
+		p.signal(syscall.SIGKILL)
+		if e.t.Failed() {
+			e.t.Logf("--- output of %s:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(sig)
+	<-p.done
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func join(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += x
+	}
+	return out
+}
+
+// produceInBackground produces cfg's stream at rate and returns its oracle
+// once every record is acknowledged.
+func (e *env) produceInBackground(cfg loadgen.Config, rate float64) func() *loadgen.Oracle {
+	e.t.Helper()
+	cfg.Topic = e.names.Input
+	// The oracle reads the same deterministic stream.
+	oracleGen, err := loadgen.New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	oracle := loadgen.NewOracle()
+	for {
+		r, ok := oracleGen.Next()
+		if !ok {
+			break
+		}
+		oracle.Observe(r)
+	}
+	gen, _ := loadgen.New(cfg)
+	cl := e.kafka.Client(e.t, kgo.ProducerLinger(2*time.Millisecond))
+	done := make(chan error, 1)
+	go func() {
+		_, err := loadgen.Produce(context.Background(), cl, gen, rate, nil)
+		done <- err
+	}()
+	return func() *loadgen.Oracle {
+		if err := <-done; err != nil {
+			e.t.Fatal(err)
+		}
+		return oracle
+	}
+}
+
+// committedTotal is the sum of the group's committed offsets.
+func (e *env) committedTotal() int64 {
+	var n int64
+	for _, c := range e.committed() {
+		n += c
+	}
+	return n
+}
+
+// waitCommitted waits until the group has committed at least n records.
+func (e *env) waitCommitted(n int64) {
+	e.t.Helper()
+	testenv.Eventually(e.t, 60*time.Second, func() bool { return e.committedTotal() >= n },
+		fmt.Sprintf("group never committed %d records", n))
+}
+
+// TestCrashRecovery kills the worker process with SIGKILL at several moments
+// mid-stream and restarts it each time: the final state and the set of
+// output IDs equal those of a clean run, and no event is applied twice.
+func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("separate processes; skipped with -short")
+	}
+	e := newEnv(t, 4)
+	const events = 16_000
+	wait := e.produceInBackground(workload(events, 4), 4000)
+	p := e.spawn("crash-0")
+	for i, frac := range []float64{0.15, 0.35, 0.55, 0.75} {
+		e.waitCommitted(int64(frac * events))
+		p.signal(syscall.SIGKILL)
+		p = e.spawn(fmt.Sprintf("crash-%d", i+1))
+	}
+	oracle := wait()
+	e.waitDrained(90 * time.Second)
+	p.signal(syscall.SIGTERM)
+	e.verify(oracle, processors.DefaultConfig())
+}
+
+// TestRebalance has a second and a third worker join mid-stream and leave
+// again, one by SIGTERM and one by SIGKILL, while the first keeps running.
+func TestRebalance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("separate processes; skipped with -short")
+	}
+	e := newEnv(t, 6)
+	const events = 16_000
+	wait := e.produceInBackground(workload(events, 5), 4000)
+	a := e.spawn("a")
+	e.waitCommitted(events * 15 / 100)
+	b := e.spawn("b")
+	e.waitCommitted(events * 35 / 100)
+	c := e.spawn("c")
+	e.waitCommitted(events * 55 / 100)
+	b.signal(syscall.SIGTERM)
+	if b.err != nil {
+		t.Errorf("worker b did not drain cleanly: %v", b.err)
+	}
+	e.waitCommitted(events * 70 / 100)
+	c.signal(syscall.SIGKILL)
+	oracle := wait()
+	e.waitDrained(90 * time.Second)
+	a.signal(syscall.SIGTERM)
+	if a.err != nil {
+		t.Errorf("worker a did not drain cleanly: %v", a.err)
+	}
+	e.verify(oracle, processors.DefaultConfig())
+}
