@@ -39,9 +39,14 @@ type env struct {
 	parts  int
 }
 
-func newEnv(t *testing.T, partitions int, ropts ...testenv.RedisOption) *env {
+func newEnv(t *testing.T, partitions int, kopts ...testenv.KafkaOption) *env {
 	t.Helper()
-	k := testenv.Kafka(t)
+	return newEnvWith(t, partitions, kopts, nil)
+}
+
+func newEnvWith(t *testing.T, partitions int, kopts []testenv.KafkaOption, ropts []testenv.RedisOption) *env {
+	t.Helper()
+	k := testenv.Kafka(t, kopts...)
 	e := &env{t: t, kafka: k, redis: testenv.Redis(t, ropts...), parts: partitions}
 	d := topics.DefaultNames()
 	e.names = topics.Names{Input: k.Topic(d.Input), Aggregates: k.Topic(d.Aggregates), Milestones: k.Topic(d.Milestones),

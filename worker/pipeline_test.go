@@ -92,7 +92,7 @@ func TestDrainCommitsEverything(t *testing.T) {
 // TestRedisOutage stops Redis (with AOF) for a while mid-stream: the worker
 // reports not ready, waits, and resumes with exactly the right result.
 func TestRedisOutage(t *testing.T) {
-	e := newEnv(t, 4, testenv.WithAOF())
+	e := newEnvWith(t, 4, nil, []testenv.RedisOption{testenv.WithAOF()})
 	if !e.redis.CanRestart() {
 		t.Skip("external Redis cannot be restarted")
 	}

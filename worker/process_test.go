@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamworker/streamworker/internal/testenv"
@@ -35,7 +37,7 @@ func (e *env) spawn(name string) *proc {
 		"SW_KAFKA_GROUP="+e.group,
 		"SW_KAFKA_CLIENT_ID="+name,
 		"SW_KAFKA_COMMIT_INTERVAL=200ms",
-		"SW_KAFKA_SESSION_TIMEOUT=6s",
+		"SW_KAFKA_SESSION_TIMEOUT=3s",
 		"SW_KAFKA_REBALANCE_TIMEOUT=10s",
 		"SW_TOPICS_INPUT="+e.names.Input,
 		"SW_TOPICS_AGGREGATES="+e.names.Aggregates,
@@ -60,10 +62,24 @@ func (e *env) spawn(name string) *proc {
 	e.t.Cleanup(func() {
 		p.signal(syscall.SIGKILL)
 		if e.t.Failed() {
-			e.t.Logf("--- output of %s:\n%s", name, p.out.String())
+			e.t.Logf("--- output of %s:\n%s", name, p.output())
 		}
 	})
 	return p
+}
+
+// waitLog waits until the process has logged s.
+func (p *proc) waitLog(t *testing.T, s string) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() bool { return strings.Contains(p.output(), s) },
+		fmt.Sprintf("process never logged %q", s))
+}
+
+func (p *proc) output() string {
+	w := p.cmd.Stdout.(*lockedWriter)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.String()
 }
 
 func (p *proc) signal(sig syscall.Signal) {
@@ -154,11 +170,13 @@ func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("separate processes; skipped with -short")
 	}
-	e := newEnv(t, 4)
+	e := newEnv(t, 4, fastGroups)
 	const events = 16_000
-	wait := e.produceInBackground(workload(events, 4), 4000)
+	wait := e.produceInBackground(workload(events, 4), 1000)
 	p := e.spawn("crash-0")
 	for i, frac := range []float64{0.15, 0.35, 0.55, 0.75} {
+		// Kill only a member that owns partitions and has made progress.
+		p.waitLog(t, "partitions assigned")
 		e.waitCommitted(int64(frac * events))
 		p.signal(syscall.SIGKILL)
 		p = e.spawn(fmt.Sprintf("crash-%d", i+1))
@@ -169,20 +187,27 @@ func TestCrashRecovery(t *testing.T) {
 	e.verify(oracle, processors.DefaultConfig())
 }
 
+// fastGroups lets test workers use a 3s session timeout, so a killed member
+// is noticed quickly.
+var fastGroups = testenv.WithKfakeOpts(kfake.GroupMinSessionTimeout(time.Second))
+
 // TestRebalance has a second and a third worker join mid-stream and leave
 // again, one by SIGTERM and one by SIGKILL, while the first keeps running.
 func TestRebalance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("separate processes; skipped with -short")
 	}
-	e := newEnv(t, 6)
+	e := newEnv(t, 6, fastGroups)
 	const events = 16_000
-	wait := e.produceInBackground(workload(events, 5), 4000)
+	wait := e.produceInBackground(workload(events, 5), 1000)
 	a := e.spawn("a")
+	a.waitLog(t, "partitions assigned")
 	e.waitCommitted(events * 15 / 100)
 	b := e.spawn("b")
+	b.waitLog(t, "partitions assigned")
 	e.waitCommitted(events * 35 / 100)
 	c := e.spawn("c")
+	c.waitLog(t, "partitions assigned")
 	e.waitCommitted(events * 55 / 100)
 	b.signal(syscall.SIGTERM)
 	if b.err != nil {
@@ -195,6 +220,9 @@ func TestRebalance(t *testing.T) {
 	a.signal(syscall.SIGTERM)
 	if a.err != nil {
 		t.Errorf("worker a did not drain cleanly: %v", a.err)
+	}
+	if n := strings.Count(a.output(), "partitions revoked"); n < 2 {
+		t.Errorf("worker a saw %d revocations; want the cooperative rebalances as b and c joined, and the final drain", n)
 	}
 	e.verify(oracle, processors.DefaultConfig())
 }
