@@ -334,14 +334,13 @@ func (g *Generator) release(ui int32) {
 func (g *Generator) releaseOldest(minAge int64) bool {
 	for g.holdHead < len(g.holds) {
 		h := g.holds[g.holdHead]
-		if r, ok := g.held[h.user]; !ok || r.Sequence != h.seq {
-			g.holdHead++ // released already
-			continue
-		}
 		if g.emitted-h.at < minAge {
-			return false
+			return false // and every later hold is younger
 		}
 		g.holdHead++
+		if r, ok := g.held[h.user]; !ok || r.Sequence != h.seq {
+			continue // released already
+		}
 		g.release(h.user)
 		return true
 	}
