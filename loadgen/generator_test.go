@@ -97,17 +97,17 @@ func TestAppendTime(t *testing.T) {
 }
 
 func TestDeterminism(t *testing.T) {
-	a := generate(t, mixed(20000, 7))
-	b := generate(t, mixed(20000, 7))
-	if len(a) != 20000 || len(b) != 20000 {
-		t.Fatalf("got %d and %d records, want 20000", len(a), len(b))
+	a := generate(t, mixed(10000, 7))
+	b := generate(t, mixed(10000, 7))
+	if len(a) != 10000 || len(b) != 10000 {
+		t.Fatalf("got %d and %d records, want 10000", len(a), len(b))
 	}
 	for i := range a {
 		if !reflect.DeepEqual(a[i], b[i]) {
 			t.Fatalf("record %d differs with the same seed:\n%+v\n%+v", i, a[i], b[i])
 		}
 	}
-	c := generate(t, mixed(20000, 8))
+	c := generate(t, mixed(10000, 8))
 	same := 0
 	for i := range a {
 		if reflect.DeepEqual(a[i], c[i]) {
@@ -232,7 +232,7 @@ func TestDecoding(t *testing.T) {
 // more than 3 higher sequences of its user, and that each user's sequences
 // are 1..n with nothing missing when the stream ends.
 func TestOutOfOrderIsLocal(t *testing.T) {
-	cfg := mixed(50000, 5)
+	cfg := mixed(20000, 5)
 	cfg.Users, cfg.OutOfOrder = 200, 0.3
 	seqs := make(map[string][]int64)
 	for _, r := range generate(t, cfg) {

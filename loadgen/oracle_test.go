@@ -57,7 +57,7 @@ func TestOracleOrder(t *testing.T) {
 }
 
 func TestOracleOnGeneratedStream(t *testing.T) {
-	cfg := mixed(50000, 9)
+	cfg := mixed(20000, 9)
 	cfg.Users = 300
 	rs := generate(t, cfg)
 	o := NewOracle()
