@@ -196,7 +196,11 @@ func TestRedisStoreReloadsScript(t *testing.T) {
 		}
 		return out[0]
 	}
-	// A fresh server does not know the script: the first commit loads it.
+	// A server that does not know the script: the first commit loads it.
+	if err := f.client.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.obs.take()
 	if o := commit(Write{Aggregate: "u-1", Data: []byte("v1"), Marks: []string{"e1"}}); o != Committed {
 		t.Fatalf("first commit: %v", o)
 	}

@@ -201,8 +201,10 @@ func (p *redisProc) stop(sig os.Signal) {
 // external Cluster).
 func (s *RedisServer) Addr() string { return s.addrs[0] }
 
-// Prefix returns the key prefix this test must use (dedupe.Keys.Prefix):
-// "sw" on a server of its own, a unique one on a shared external server.
+// Prefix returns the key prefix this test must use (dedupe.Keys.Prefix), or
+// extend ("<prefix>-2"): "sw" on a server of its own, a unique one on a
+// shared external server, where every key that begins with it is deleted
+// when the test ends.
 func (s *RedisServer) Prefix() string { return s.prefix }
 
 // Backend reports where the server runs.
@@ -286,14 +288,15 @@ func (s *RedisServer) halt(sig os.Signal) {
 
 func (s *RedisServer) kill() { s.halt(os.Kill) }
 
-// deletePrefix removes this test's keys from a shared server.
+// deletePrefix removes the keys that begin with the test's prefix from a
+// shared server.
 func (s *RedisServer) deletePrefix() {
 	c := s.newClient()
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	del := func(ctx context.Context, c redis.UniversalClient) error {
-		iter := c.Scan(ctx, 0, s.prefix+":*", 1000).Iterator()
+		iter := c.Scan(ctx, 0, s.prefix+"*", 1000).Iterator()
 		for iter.Next(ctx) {
 			if err := c.Unlink(ctx, iter.Val()).Err(); err != nil {
 				return err
@@ -308,7 +311,7 @@ func (s *RedisServer) deletePrefix() {
 		err = del(ctx, c)
 	}
 	if err != nil {
-		s.tb.Logf("testenv: delete keys %s:*: %v", s.prefix, err)
+		s.tb.Logf("testenv: delete keys %s*: %v", s.prefix, err)
 	}
 }
 
