@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// listener is a TCP port that records whether anything connected to it.
+func listener(t *testing.T) *net.TCPListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.(*net.TCPListener)
+}
+
+// connected reports whether a connection is waiting on ln.
+func connected(ln *net.TCPListener) bool {
+	_ = ln.SetDeadline(time.Now())
+	c, err := ln.Accept()
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// TestBadConfigExitsBeforeConnecting: a bad configuration exits with
+// status 2, naming the key and the reason, and nothing dials Kafka or Redis.
+func TestBadConfigExitsBeforeConnecting(t *testing.T) {
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{"milestones every zero", map[string]string{"SW_MILESTONES_EVERY": "0"}, nil,
+			[]string{"milestones.every", "must be at least 1"}},
+		{"unparsable duration", map[string]string{"SW_SEQUENCING_GAP_TIMEOUT": "abc"}, nil,
+			[]string{"sequencing.gap_timeout", "abc", "duration"}},
+		{"no brokers", nil, []string{"--kafka.brokers", ""},
+			[]string{"kafka.brokers", "must not be empty"}},
+		{"unknown start offset", map[string]string{"SW_KAFKA_START_OFFSET": "middle"}, nil,
+			[]string{"kafka.start_offset", "middle"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			kafka, redis := listener(t), listener(t)
+			t.Setenv("SW_KAFKA_BROKERS", kafka.Addr().String())
+			t.Setenv("SW_REDIS_ADDR", redis.Addr().String())
+			t.Setenv("SW_HTTP_ADDR", "127.0.0.1:0")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := Main(context.Background(), append([]string{"run"}, tc.args...), &stdout, &stderr)
+			if code != 2 {
+				t.Fatalf("exit status %d, want 2; stderr: %s", code, stderr.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr %q does not mention %q", stderr.String(), w)
+				}
+			}
+			if connected(kafka) || connected(redis) {
+				t.Error("something connected before the configuration was rejected")
+			}
+		})
+	}
+}
+
+func TestConfigCheckMasksSecrets(t *testing.T) {
+	t.Setenv("SW_REDIS_PASSWORD", "hunter2-secret")
+	t.Setenv("SW_MILESTONES_EVERY", "250")
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), []string{"config", "check"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	out := stdout.String()
+	if strings.Contains(out, "hunter2-secret") {
+		t.Fatal("config check printed the Redis password")
+	}
+	if !strings.Contains(out, "every: 250") || !strings.Contains(out, "***") {
+		t.Fatalf("config check output lacks the effective values:\n%s", out)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout bytes.Buffer
+	if code := Main(context.Background(), []string{"version"}, &stdout, &stdout); code != 0 || !strings.HasPrefix(stdout.String(), "streamworker ") {
+		t.Fatalf("version: exit %d, output %q", code, stdout.String())
+	}
+}
