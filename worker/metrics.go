@@ -102,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "offset_commit_errors_total",
 			Help: "Offset commits that failed."}),
 		partitionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "partition_resets_total",
-			Help: "Times a partition's in-memory state was rebuilt from Redis after a rejected state write."}),
+			Help: "Times a partition's in-memory state was rebuilt from Redis to run a batch again, after a rejected state write or a failed call."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.processed, m.duplicates, m.late, m.stale, m.skipped, m.keyMismatch, m.gaps,

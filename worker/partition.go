@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamworker/streamworker/dedupe"
@@ -102,6 +103,39 @@ type batchState struct {
 	out      []*kgo.Record
 	outTimes []time.Time // input record timestamps, for end-to-end latency
 	dlqCount map[string]int
+	n        tally
+}
+
+// tally counts what a batch did; it reaches the metrics only once the batch
+// is done, so a batch run again after a failure is counted once.
+type tally struct {
+	consumed, keyMismatch, skipped, duplicates, late, processed, stale, milestones, gaps int
+	anomalies                                                                            [2]int // high, critical
+}
+
+func (p *partition) flushTally() {
+	m, n, t := p.w.m, &p.b.n, p.topic
+	add := func(c *prometheus.CounterVec, v int, labels ...string) {
+		if v > 0 {
+			c.WithLabelValues(labels...).Add(float64(v))
+		}
+	}
+	add(m.consumed, n.consumed, t)
+	add(m.keyMismatch, n.keyMismatch, t)
+	add(m.skipped, n.skipped, t, "unknown_type")
+	add(m.duplicates, n.duplicates, t)
+	add(m.late, n.late, t)
+	add(m.processed, n.processed, t)
+	add(m.stale, n.stale, t)
+	add(m.gaps, n.gaps, t)
+	add(m.anomalies, n.anomalies[0], processors.SeverityHigh)
+	add(m.anomalies, n.anomalies[1], processors.SeverityCritical)
+	if n.milestones > 0 {
+		m.milestones.Add(float64(n.milestones))
+	}
+	for reason, c := range p.b.dlqCount {
+		m.dlq.WithLabelValues(reason).Add(float64(c))
+	}
 }
 
 func newPartition(w *Worker, id int32) *partition {
@@ -171,15 +205,21 @@ func (p *partition) run() {
 		case <-p.ctx.Done():
 			return
 		case b := <-p.queue:
-			if len(p.queue) <= resumeDepth && p.paused.CompareAndSwap(true, false) {
-				p.w.cl.ResumeFetchPartitions(map[string][]int32{p.topic: {p.id}})
-			}
+			p.maybeResume()
 			p.process(b.recs)
 		case <-tick.C:
 			if p.buf.Len() > 0 {
 				p.process(nil) // give up expired gaps
 			}
 		}
+	}
+}
+
+// maybeResume resumes fetching when the partition paused it and is neither
+// behind on queued batches nor retrying a failed call.
+func (p *partition) maybeResume() {
+	if !p.faulting && len(p.queue) <= resumeDepth && p.paused.CompareAndSwap(true, false) {
+		p.w.cl.ResumeFetchPartitions(map[string][]int32{p.topic: {p.id}})
 	}
 }
 
@@ -211,20 +251,27 @@ func (p *partition) process(recs []*kgo.Record) {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, errConflict) || p.ctx.Err() != nil {
+		if p.ctx.Err() != nil {
 			return
 		}
-		// Redis rejected a write: this partition's view of some
-		// aggregate is stale. Rebuild it from Redis and run the
-		// unfinished records again; dedupe marks make that safe.
+		// Redis rejected a write (this partition's view of an aggregate
+		// is stale) or a call failed in a way retrying in place cannot
+		// mend. Never skip the batch: rebuild the partition's state from
+		// Redis and run the unfinished records again; dedupe marks make
+		// that safe.
 		p.w.m.partitionResets.Inc()
-		p.w.log.Warn("state write rejected; rebuilding partition state from Redis",
-			"partition", p.id, "attempt", attempt+1)
+		if errors.Is(err, errConflict) {
+			p.w.log.Warn("state write rejected; rebuilding partition state from Redis",
+				"partition", p.id, "attempt", attempt+1)
+		} else {
+			p.fault(true, "batch", err)
+		}
 		recs = p.reset(recs)
 		if !p.sleep(backoff(p.w.opts.RetryInitial, p.w.opts.RetryMax, attempt)) {
 			return
 		}
 	}
+	p.fault(false, "batch", nil)
 	if len(recs) > 0 {
 		p.w.m.batchSeconds.Observe(time.Since(start).Seconds())
 	}
@@ -275,6 +322,7 @@ func (p *partition) processOnce(recs []*kgo.Record) error {
 	if err := p.persist(); err != nil {
 		return err
 	}
+	p.flushTally()
 	if n := len(recs); n > 0 {
 		p.next = recs[n-1].Offset + 1
 	}
@@ -295,13 +343,13 @@ func (p *partition) resetBatch() {
 	b.out = b.out[:0]
 	b.outTimes = b.outTimes[:0]
 	clear(b.dlqCount)
+	b.n = tally{}
 }
 
 // decode validates one record; bad ones go to the DLQ, unknown types are
 // skipped or sent to the DLQ by policy.
 func (p *partition) decode(r *kgo.Record) {
-	m := p.w.m
-	m.consumed.WithLabelValues(p.topic).Inc()
+	p.b.n.consumed++
 	p.headers = p.headers[:0]
 	for _, h := range r.Headers {
 		p.headers = append(p.headers, topics.Header{Key: h.Key, Value: h.Value})
@@ -317,7 +365,7 @@ func (p *partition) decode(r *kgo.Record) {
 		return
 	}
 	if ev.KeyMismatch {
-		m.keyMismatch.WithLabelValues(p.topic).Inc()
+		p.b.n.keyMismatch++
 	}
 	skip := false
 	if ev.Type != topics.TypeUserActivity {
@@ -326,7 +374,7 @@ func (p *partition) decode(r *kgo.Record) {
 			return
 		}
 		if ev.Sequence == 0 {
-			m.skipped.WithLabelValues(p.topic, "unknown_type").Inc()
+			p.b.n.skipped++
 			return
 		}
 		skip = true // sequenced: it still takes its place in the sequence
@@ -381,9 +429,9 @@ func (p *partition) load() error {
 		if len(snaps[i].Data) > 0 {
 			if err := a.st.UnmarshalBinary(snaps[i].Data); err != nil {
 				// A state this build cannot read must not be
-				// overwritten: stop the partition loudly.
-				p.w.log.Error("unreadable stored state; partition stopped", "partition", p.id, "aggregate", id, "err", err)
-				p.cancel()
+				// overwritten: the partition stops here, retrying
+				// and not ready, until a person looks.
+				p.w.log.Error("unreadable stored state", "partition", p.id, "aggregate", id, "err", err)
 				return err
 			}
 		}
@@ -397,9 +445,9 @@ func (p *partition) load() error {
 
 // sequence applies, buffers, or drops one event (DESIGN §6).
 func (p *partition) sequence(it *pending, now time.Time) {
-	a, m := it.agg, p.w.m
+	a := it.agg
 	if it.seen || p.recent.Contains(a.id, it.ev.ID) {
-		m.duplicates.WithLabelValues(p.topic).Inc()
+		p.b.n.duplicates++
 		return
 	}
 	seq := it.ev.Sequence
@@ -415,7 +463,7 @@ func (p *partition) sequence(it *pending, now time.Time) {
 			p.drain(a)
 			return
 		case seq < expected:
-			m.late.WithLabelValues(p.topic).Inc()
+			p.b.n.late++
 			p.dlq(it.rec, "late", "sequence "+itoa(seq)+" is below the expected "+itoa(expected)+
 				" and the event was never applied (its gap was given up)", "sequencer")
 			return
@@ -427,7 +475,7 @@ func (p *partition) sequence(it *pending, now time.Time) {
 			p.held[it.rec.Offset] = pd
 			return
 		case sequencing.Duplicate:
-			m.duplicates.WithLabelValues(p.topic).Inc()
+			p.b.n.duplicates++
 			return
 		case sequencing.Conflict:
 			p.dlq(it.rec, "sequence_conflict", "another event with sequence "+itoa(seq)+" is already buffered", "sequencer")
@@ -444,32 +492,35 @@ func (p *partition) sequence(it *pending, now time.Time) {
 
 // apply runs the processors for one event and queues its outputs.
 func (p *partition) apply(a *aggregate, it *pending) {
-	m := p.w.m
 	a.touched = true
 	a.marks = append(a.marks, it.ev.ID)
 	p.recent.Add(a.id, it.ev.ID)
 	if it.skip {
 		a.st.AdvanceSequence(it.ev.Sequence)
-		m.skipped.WithLabelValues(p.topic, "unknown_type").Inc()
+		p.b.n.skipped++
 		return
 	}
 	a.last = it
 	eff := p.proc.Apply(&a.st, &it.ev)
-	m.processed.WithLabelValues(p.topic).Inc()
+	p.b.n.processed++
 	if !eff.RateCounted {
-		m.stale.WithLabelValues(p.topic).Inc()
+		p.b.n.stale++
 	}
 	names := &p.w.opts.Topics
 	if count := eff.Milestone; count > 0 {
 		d := topics.MilestoneData{UserID: a.id, Milestone: "activity", Count: count}
 		meta := topics.MetaFor(&it.ev, topics.MilestoneID(a.id, count))
 		p.output(names.Milestones, it, topics.AppendMilestone(nil, meta, &d))
-		m.milestones.Inc()
+		p.b.n.milestones++
 	}
 	if eff.Anomaly != nil {
 		meta := topics.MetaFor(&it.ev, topics.AnomalyID(a.id, it.ev.ID))
 		p.output(names.Anomalies, it, topics.AppendAnomaly(nil, meta, eff.Anomaly))
-		m.anomalies.WithLabelValues(eff.Anomaly.Severity).Inc()
+		if eff.Anomaly.Severity == processors.SeverityCritical {
+			p.b.n.anomalies[1]++
+		} else {
+			p.b.n.anomalies[0]++
+		}
 	}
 	if !p.w.opts.CoalesceAggregates {
 		p.emitAggregate(a, it)
@@ -510,7 +561,7 @@ func (p *partition) giveUp(a *aggregate, now time.Time) {
 	d := topics.GapData{AggregateID: a.id, Expected: expected, ResumedAt: lowest, Skipped: lowest - expected}
 	meta := topics.MetaFor(&first.ev, topics.GapID(a.id, expected, lowest))
 	p.output(p.w.opts.Topics.Gaps, first, topics.AppendGap(nil, meta, &d))
-	p.w.m.gaps.WithLabelValues(p.topic).Inc()
+	p.b.n.gaps++
 	p.w.log.Info("sequence gap given up", "partition", p.id, "aggregate", a.id,
 		"expected", expected, "resumed_at", lowest, "offset", first.rec.Offset, "event_id", first.ev.ID)
 	p.apply(a, first)
@@ -607,9 +658,6 @@ func (p *partition) produce() error {
 			p.w.m.endToEnd.Observe(acked.Sub(ts).Seconds())
 		}
 	}
-	for reason, n := range b.dlqCount {
-		p.w.m.dlq.WithLabelValues(reason).Add(float64(n))
-	}
 	return nil
 }
 
@@ -684,6 +732,7 @@ func (p *partition) fault(on bool, op string, err error) {
 		p.faulting = false
 		p.w.faulting.Add(-1)
 		p.w.log.Info("recovered", "partition", p.id, "op", op)
+		p.maybeResume()
 	}
 }
 

@@ -96,7 +96,7 @@ func TestRedisOutage(t *testing.T) {
 	if !e.redis.CanRestart() {
 		t.Skip("external Redis cannot be restarted")
 	}
-	oracle := e.produce(workload(8000, 3))
+	wait := e.produceInBackground(workload(8000, 3), 1000)
 	opts := e.options(nil)
 	r := e.start(opts)
 	srv := httptest.NewServer(app.Handler(r.reg, r.w.Ready))
@@ -120,6 +120,7 @@ func TestRedisOutage(t *testing.T) {
 	e.redis.Start()
 
 	testenv.Eventually(t, 30*time.Second, func() bool { return readyz(srv.URL) == http.StatusOK }, "/readyz not ready after Redis came back")
+	oracle := wait()
 	e.waitDrained(60 * time.Second)
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)

@@ -154,3 +154,33 @@ func twice(recs, all [][]byte) bool {
 	}
 	return true
 }
+
+// TestFailingBatchIsNeverSkipped: a batch that cannot be persisted (here: a
+// stored state this build cannot read) stops its partition, retrying and not
+// ready, without committing past it; once the cause is fixed the same
+// records are processed and committed.
+func TestFailingBatchIsNeverSkipped(t *testing.T) {
+	e := newEnv(t, 1)
+	rc := e.redis.Client(t)
+	ctx := context.Background()
+	stateKey := fmt.Sprintf("%s:{u-bad}:state", e.prefix)
+	if err := rc.HSet(ctx, stateKey, "v", "1", "d", "not a state").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := e.start(e.options(nil))
+	e.send(activity("ok1", "u-ok", 1, 1), activity("bad1", "u-bad", 1, 1), activity("ok2", "u-ok", 2, 2))
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		return metric(r.reg, "streamworker_partition_resets_total") >= 2 && !r.w.Ready()
+	}, "worker did not report the failing partition as not ready")
+	if c := e.committed()[0]; c != 0 {
+		t.Fatalf("committed offset %d past a batch that failed", c)
+	}
+	if err := rc.Del(ctx, stateKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return e.committed()[0] == 3 && r.w.Ready() },
+		"records not processed after the cause was fixed")
+	if got := metric(r.reg, "streamworker_events_processed_total"); got != 3 {
+		t.Fatalf("processed %v events, want 3", got)
+	}
+}

@@ -25,7 +25,7 @@ func (p *partition) fetch(aggs []string, marks []stateMark) ([]state.Snapshot, [
 			p.fault(false, "fetch", nil)
 			return snaps, seen, nil
 		}
-		if p.ctx.Err() != nil || !isRetryable(err) {
+		if p.ctx.Err() != nil || !state.IsRetryable(err) {
 			return nil, nil, err
 		}
 		p.fault(true, "fetch", err)
@@ -60,7 +60,7 @@ func (p *partition) persist() error {
 	for attempt := 0; ; attempt++ {
 		outcomes, err := p.w.store.Commit(p.ctx, writes)
 		if err != nil {
-			if p.ctx.Err() != nil || !isRetryable(err) {
+			if p.ctx.Err() != nil || !state.IsRetryable(err) {
 				return err
 			}
 			p.fault(true, "commit", err)

@@ -24,7 +24,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -368,9 +367,4 @@ func boolGauge(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// isRetryable reports whether a Redis error is worth waiting out.
-func isRetryable(err error) bool {
-	return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, redis.ErrClosed)
 }
