@@ -361,7 +361,7 @@ func (p *partition) decode(r *kgo.Record) {
 		if errors.As(err, &verr) {
 			reason = string(verr.Reason)
 		}
-		p.dlq(r, reason, err.Error(), "decoder")
+		p.dlq(r, "", reason, err.Error(), "decoder")
 		return
 	}
 	if ev.KeyMismatch {
@@ -370,7 +370,7 @@ func (p *partition) decode(r *kgo.Record) {
 	skip := false
 	if ev.Type != topics.TypeUserActivity {
 		if p.w.opts.UnknownTypes == UnknownDLQ {
-			p.dlq(r, "unknown_type", "unknown event type "+ev.Type, "decoder")
+			p.dlq(r, ev.ID, "unknown_type", "unknown event type "+ev.Type, "decoder")
 			return
 		}
 		if ev.Sequence == 0 {
@@ -464,7 +464,7 @@ func (p *partition) sequence(it *pending, now time.Time) {
 			return
 		case seq < expected:
 			p.b.n.late++
-			p.dlq(it.rec, "late", "sequence "+itoa(seq)+" is below the expected "+itoa(expected)+
+			p.dlq(it.rec, it.ev.ID, "late", "sequence "+itoa(seq)+" is below the expected "+itoa(expected)+
 				" and the event was never applied (its gap was given up)", "sequencer")
 			return
 		}
@@ -478,7 +478,7 @@ func (p *partition) sequence(it *pending, now time.Time) {
 			p.b.n.duplicates++
 			return
 		case sequencing.Conflict:
-			p.dlq(it.rec, "sequence_conflict", "another event with sequence "+itoa(seq)+" is already buffered", "sequencer")
+			p.dlq(it.rec, it.ev.ID, "sequence_conflict", "another event with sequence "+itoa(seq)+" is already buffered", "sequencer")
 			return
 		case sequencing.FullAggregate:
 			p.giveUp(a, now)
@@ -599,8 +599,9 @@ func (p *partition) output(topic string, it *pending, value []byte) {
 	p.b.outTimes = append(p.b.outTimes, it.rec.Timestamp)
 }
 
-// dlq queues the original record for the dead-letter topic with the reason.
-func (p *partition) dlq(r *kgo.Record, reason, detail, processor string) {
+// dlq queues the original record for the dead-letter topic with the reason;
+// eventID is empty when the record did not decode.
+func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string) {
 	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+6)
 	hs = append(hs, r.Headers...)
 	hs = append(hs,
@@ -614,7 +615,7 @@ func (p *partition) dlq(r *kgo.Record, reason, detail, processor string) {
 	p.b.out = append(p.b.out, &kgo.Record{Topic: p.w.opts.Topics.DLQ, Key: r.Key, Value: r.Value, Headers: hs})
 	p.b.outTimes = append(p.b.outTimes, r.Timestamp)
 	p.b.dlqCount[reason]++
-	p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset,
+	p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", eventID,
 		"reason", reason, "processor", processor, "error", detail)
 }
 

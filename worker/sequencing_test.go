@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/loadgen"
 	"github.com/streamworker/streamworker/topics"
 )
 
@@ -182,5 +184,64 @@ func TestFailingBatchIsNeverSkipped(t *testing.T) {
 		"records not processed after the cause was fixed")
 	if got := metric(r.reg, "streamworker_events_processed_total"); got != 3 {
 		t.Fatalf("processed %v events, want 3", got)
+	}
+}
+
+// TestPermutationMatchesInOrder delivers each user's events in a random
+// local permutation (within the reorder buffer's bounds, no gap outlives
+// the timeout) and checks the final state and the milestone and anomaly
+// outputs against in-order application.
+func TestPermutationMatchesInOrder(t *testing.T) {
+	for _, seed := range []int64{1, 2, 3} {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			e := newEnv(t, 2)
+			rng := rand.New(rand.NewPCG(uint64(seed), 7))
+			oracle := loadgen.NewOracle()
+			var recs []*kgo.Record
+			for u := range 6 {
+				user := fmt.Sprintf("u-%d", u)
+				var evs []loadgen.Record
+				base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+				for seq := 1; seq <= 150; seq++ {
+					// One event a minute; every 3rd user then bursts:
+					// 50 events within 10 seconds, which fires.
+					at := base.Add(time.Duration(seq) * time.Minute)
+					if u%3 == 0 && seq > 100 {
+						at = base.Add(101*time.Minute + time.Duration(seq-100)*200*time.Millisecond)
+					}
+					v := fmt.Sprintf(`{"id":"%s-%d","type":"user.activity","aggregateId":%q,"sequence":%d,`+
+						`"timestamp":%q,"data":{"action":"a%d","resource":"/r%d"}}`,
+						user, seq, user, seq, topics.FormatTime(at), seq%3, seq%7)
+					evs = append(evs, loadgen.Record{Key: []byte(user), Value: []byte(v), Kind: loadgen.Valid,
+						ID: fmt.Sprintf("%s-%d", user, seq), User: user, Sequence: int64(seq)})
+				}
+				for _, r := range evs { // the oracle sees them in order
+					oracle.Observe(r)
+				}
+				// Shuffle within windows of 8: every event stays within 8
+				// places of its sequence position.
+				for i := 0; i < len(evs); i += 8 {
+					w := evs[i:min(i+8, len(evs))]
+					rng.Shuffle(len(w), func(a, b int) { w[a], w[b] = w[b], w[a] })
+				}
+				for _, r := range evs {
+					recs = append(recs, &kgo.Record{Key: r.Key, Value: r.Value})
+				}
+			}
+			e.send(recs...)
+			opts := e.options(nil)
+			r := e.start(opts)
+			e.waitDrained(30 * time.Second)
+			if err := r.stop(t); err != nil {
+				t.Fatal(err)
+			}
+			e.verify(oracle, opts.Processors)
+			if got := metric(r.reg, "streamworker_anomalies_total"); got == 0 {
+				t.Fatal("no anomaly: the bursts should fire")
+			}
+			if got := metric(r.reg, "streamworker_gaps_total"); got != 0 {
+				t.Fatalf("%v gaps given up; the permutation stays within the buffer", got)
+			}
+		})
 	}
 }
