@@ -30,7 +30,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // env is one test's broker, Redis and topic names.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	kafka  *testenv.KafkaCluster
 	redis  *testenv.RedisServer
 	names  topics.Names
@@ -39,12 +39,12 @@ type env struct {
 	parts  int
 }
 
-func newEnv(t *testing.T, partitions int, kopts ...testenv.KafkaOption) *env {
+func newEnv(t testing.TB, partitions int, kopts ...testenv.KafkaOption) *env {
 	t.Helper()
 	return newEnvWith(t, partitions, kopts, nil)
 }
 
-func newEnvWith(t *testing.T, partitions int, kopts []testenv.KafkaOption, ropts []testenv.RedisOption) *env {
+func newEnvWith(t testing.TB, partitions int, kopts []testenv.KafkaOption, ropts []testenv.RedisOption) *env {
 	t.Helper()
 	k := testenv.Kafka(t, kopts...)
 	e := &env{t: t, kafka: k, redis: testenv.Redis(t, ropts...), parts: partitions}
@@ -118,7 +118,7 @@ func (e *env) start(opts worker.Options) *running {
 }
 
 // stop cancels the worker and waits for its drain.
-func (r *running) stop(t *testing.T) error {
+func (r *running) stop(t testing.TB) error {
 	t.Helper()
 	r.cancel()
 	select {
@@ -212,7 +212,7 @@ type expectation struct {
 
 // expect applies the oracle's unique valid events of every user, in order,
 // to fresh state: the reference a run must match.
-func expect(t *testing.T, o *loadgen.Oracle, pc processors.Config) map[string]*expectation {
+func expect(t testing.TB, o *loadgen.Oracle, pc processors.Config) map[string]*expectation {
 	t.Helper()
 	proc, err := processors.New(pc)
 	if err != nil {

@@ -397,13 +397,13 @@ func (p *partition) load() error {
 			a = &aggregate{id: it.ev.AggregateID}
 			p.cache[a.id] = a
 		}
-		if !a.loaded && !slices.Contains(need, a.id) {
-			need = append(need, a.id)
-		}
 		it.agg = a
 		if !a.touched {
 			a.touched = true // "in this batch"; reset below
 			b.aggs = append(b.aggs, a)
+			if !a.loaded {
+				need = append(need, a.id)
+			}
 		}
 		if p.recent.Contains(a.id, it.ev.ID) {
 			continue
