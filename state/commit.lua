@@ -22,11 +22,13 @@ if v ~= ARGV[1] then
   end
   return 2
 end
+-- Set the marks NX; one that exists means that event was applied: undo the
+-- marks set so far (the script is atomic, so nobody saw them) and refuse.
 for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 3 end
+  if not redis.call('SET', KEYS[i], '1', 'PX', ARGV[4], 'NX') then
+    for j = 2, i - 1 do redis.call('DEL', KEYS[j]) end
+    return 3
+  end
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], '1', 'PX', ARGV[4], 'NX')
-end
 return 1
