@@ -5,25 +5,12 @@ import (
 	"time"
 )
 
-// lagLoop publishes consumer lag every LagInterval: the group's committed
+// updateLag publishes consumer lag (every LagInterval): the group's committed
 // offsets against the log end (read with kadm, the figure Burrow, kminion
 // and KEDA see), this worker's processed position, the age of the oldest
 // unprocessed record, the backlog and the dedupe-TTL headroom. Only the
 // partitions this worker owns are published, so summing over workers counts
 // each partition once.
-func (w *Worker) lagLoop(ctx context.Context) {
-	t := time.NewTicker(w.opts.LagInterval)
-	defer t.Stop()
-	for {
-		w.updateLag(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 func (w *Worker) updateLag(ctx context.Context) {
 	w.m.ready.Set(boolGauge(w.Ready()))
 	committed := map[int32]int64{}

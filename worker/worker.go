@@ -134,9 +134,9 @@ func (w *Worker) Ready() bool {
 func (w *Worker) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(bg)
-	g.Go(func() error { w.commitLoop(gctx); return nil })
-	g.Go(func() error { w.lagLoop(gctx); return nil })
-	g.Go(func() error { w.redisLoop(gctx); return nil })
+	g.Go(func() error { every(gctx, w.opts.CommitInterval, false, w.commitDone); return nil })
+	g.Go(func() error { every(gctx, w.opts.LagInterval, true, w.updateLag); return nil })
+	g.Go(func() error { every(gctx, time.Second, true, w.pingRedis); return nil })
 
 	w.pollLoop(ctx)
 	err := w.shutdown()
@@ -273,16 +273,20 @@ func (w *Worker) detach(ids []int32) []*partition {
 	return ps
 }
 
-// commitLoop commits every partition's done offset each CommitInterval.
-func (w *Worker) commitLoop(ctx context.Context) {
-	t := time.NewTicker(w.opts.CommitInterval)
+// every calls fn each period until ctx ends, and once at the start when now
+// is true.
+func every(ctx context.Context, period time.Duration, now bool, fn func(context.Context)) {
+	if now {
+		fn(ctx)
+	}
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			w.commitDone(ctx)
+			fn(ctx)
 		}
 	}
 }
@@ -338,28 +342,15 @@ func (w *Worker) commit(ctx context.Context, offsets map[int32]kgo.EpochOffset) 
 	w.log.Debug("committed", "offsets", len(offsets))
 }
 
-// redisLoop pings Redis so /readyz reflects its reachability.
-func (w *Worker) redisLoop(ctx context.Context) {
-	ping := func() {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		start := time.Now()
-		err := w.opts.Redis.Ping(pctx).Err()
-		w.m.ObserveRedis("ping", time.Since(start), err)
-		w.redisOK.Store(err == nil)
-		w.m.ready.Set(boolGauge(w.Ready()))
-	}
-	ping()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			ping()
-		}
-	}
+// pingRedis records whether Redis answers, for /readyz.
+func (w *Worker) pingRedis(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := w.opts.Redis.Ping(pctx).Err()
+	w.m.ObserveRedis("ping", time.Since(start), err)
+	w.redisOK.Store(err == nil)
+	w.m.ready.Set(boolGauge(w.Ready()))
 }
 
 func boolGauge(b bool) float64 {
