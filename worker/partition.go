@@ -232,6 +232,10 @@ func (p *partition) stopAndWait() {
 	}
 	<-p.doneC
 	p.cancel()
+	if p.faulting { // the goroutine has exited: its fields are ours now
+		p.faulting = false
+		p.w.faulting.Add(-1)
+	}
 }
 
 // committable returns the offset to commit: every record below it is done.
