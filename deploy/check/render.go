@@ -15,7 +15,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -161,14 +160,4 @@ func isEmptyYAML(doc string) bool {
 		}
 	}
 	return true
-}
-
-// Kinds returns "Kind/name" of each object, sorted, for test messages.
-func Kinds(objs []Object) []string {
-	out := make([]string, 0, len(objs))
-	for _, o := range objs {
-		out = append(out, o.Kind+"/"+o.Name)
-	}
-	sort.Strings(out)
-	return out
 }
