@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/streamworker/streamworker/internal/testenv"
 )
 
 // listener is a TCP port that records whether anything connected to it.
@@ -96,4 +100,44 @@ func TestVersion(t *testing.T) {
 	if code := Main(context.Background(), []string{"version"}, &stdout, &stdout); code != 0 || !strings.HasPrefix(stdout.String(), "streamworker ") {
 		t.Fatalf("version: exit %d, output %q", code, stdout.String())
 	}
+}
+
+func TestTopicsEnsure(t *testing.T) {
+	k := testenv.Kafka(t)
+	t.Setenv("SW_KAFKA_BROKERS", strings.Join(k.Seeds(), ","))
+	t.Setenv("SW_TOPICS_PARTITIONS", "4")
+	t.Setenv("SW_TOPICS_REPLICATION_FACTOR", "1")
+	for run := range 2 { // the second run finds everything in place
+		var stdout, stderr bytes.Buffer
+		if code := Main(context.Background(), []string{"topics", "ensure"}, &stdout, &stderr); code != 0 {
+			t.Fatalf("run %d: exit %d: %s", run, code, stderr.String())
+		}
+	}
+	details, err := k.Admin(t).ListTopics(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"user.activity", "user.activity.aggregated", "user.milestone.reached",
+		"anomaly.detected", "user.activity.dlq", "user.activity.gaps"} {
+		d, ok := details[name]
+		if !ok || len(d.Partitions) != 4 {
+			t.Errorf("topic %s: exists %v with %d partitions, want 4", name, ok, len(d.Partitions))
+		}
+	}
+	cfgs, err := k.Admin(t).DescribeTopicConfigs(context.Background(), "user.activity.aggregated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := cfgs.On("user.activity.aggregated", nil); err != nil || !hasConfig(v.Configs, "cleanup.policy", "compact") {
+		t.Errorf("aggregates topic is not compacted: %v %v", v.Configs, err)
+	}
+}
+
+func hasConfig(cs []kadm.Config, key, value string) bool {
+	for _, c := range cs {
+		if c.Key == key && c.Value != nil && *c.Value == value {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -97,7 +98,7 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 		return st, err
 	}
 	committed, err := adm.FetchOffsets(ctx, group)
-	if err != nil {
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) { // a first run has no group yet
 		return st, err
 	}
 	// remaining holds, per partition with records left to redrive, the

@@ -1,0 +1,111 @@
+package ops_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/internal/ops"
+	"github.com/streamworker/streamworker/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func produce(t *testing.T, cl *kgo.Client, recs ...*kgo.Record) {
+	t.Helper()
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReplayMovesCommittedOffsets(t *testing.T) {
+	k := testenv.Kafka(t)
+	topic, group := k.Topic("in"), k.Topic("g")
+	k.CreateTopics(t, 2, topic)
+	cl := k.Client(t)
+	base := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	for i := range 10 {
+		produce(t, cl, &kgo.Record{Topic: topic, Partition: int32(i % 2), Key: []byte(fmt.Sprint(i)),
+			Timestamp: base.Add(time.Duration(i) * time.Minute)})
+	}
+	adm := k.Admin(t)
+	ctx := context.Background()
+
+	offs, err := ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Offset: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs.Each(func(o kadm.Offset) {
+		if o.At != 3 {
+			t.Errorf("partition %d: replay from offset 3 committed %d", o.Partition, o.At)
+		}
+	})
+	// From a time: the first record at or after minute 6 is offset 3 of
+	// partition 0 (records 0,2,4,6,8) and offset 3 of partition 1 (7).
+	offs, err = ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Time: base.Add(6 * time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int32]int64{}
+	offs.Each(func(o kadm.Offset) { got[o.Partition] = o.At })
+	if got[0] != 3 || got[1] != 3 {
+		t.Fatalf("replay from minute 6 committed %v, want partition 0 -> 3, partition 1 -> 3", got)
+	}
+
+	// A group with a live member is refused.
+	member := k.Client(t, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic))
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		member.PollRecords(ctx, 1)
+		_, gen := member.GroupMetadata()
+		return gen > 0
+	}, "member did not join")
+	if _, err := ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Offset: 0}); !errors.Is(err, ops.ErrGroupActive) {
+		t.Fatalf("replay of a live group: %v, want ErrGroupActive", err)
+	}
+}
+
+func TestRedriveCopiesOnce(t *testing.T) {
+	k := testenv.Kafka(t)
+	dlq, input, group := k.Topic("dlq"), k.Topic("in"), k.Topic("redrive")
+	k.CreateTopics(t, 1, dlq, input)
+	cl := k.Client(t)
+	for i, reason := range []string{"late", "malformed", "late"} {
+		produce(t, cl, &kgo.Record{Topic: dlq, Key: []byte(fmt.Sprint("u", i)), Value: []byte(fmt.Sprint("v", i)),
+			Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte("tp")}, {Key: "dlq.reason", Value: []byte(reason)}}})
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(k.Seeds()...)}
+	ctx := context.Background()
+	st, err := ops.Redrive(ctx, opts, dlq, input, group, "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Read != 3 || st.Redriven != 2 || st.Skipped != 1 {
+		t.Fatalf("redrive stats %+v, want 3 read, 2 redriven, 1 skipped", st)
+	}
+	// A second run finds nothing new.
+	st, err = ops.Redrive(ctx, opts, dlq, input, group, "late")
+	if err != nil || st.Read != 0 {
+		t.Fatalf("second redrive: %+v, %v; want nothing read", st, err)
+	}
+	consumer := k.Client(t, kgo.ConsumeTopics(input), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []*kgo.Record
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		consumer.PollFetches(pctx).EachRecord(func(r *kgo.Record) { got = append(got, r) })
+		return len(got) >= 2
+	}, "redriven records not on the input")
+	if len(got) != 2 {
+		t.Fatalf("%d records on the input, want 2", len(got))
+	}
+	for _, r := range got {
+		if len(r.Headers) != 1 || r.Headers[0].Key != "traceparent" {
+			t.Errorf("redriven record headers %v: want the original ones without dlq.*", r.Headers)
+		}
+	}
+}
