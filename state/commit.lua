@@ -1,34 +1,50 @@
--- Commits one aggregate's write: new state and the dedupe marks of the
--- events applied, atomically, only if the stored version is still the
--- expected one and none of the marks exist.
+-- Commits the writes of one or more aggregates. Each write is applied
+-- atomically: the new state together with the dedupe marks of the events
+-- applied, only if the stored version is still the expected one and none of
+-- the marks exist. On Redis Cluster every call carries one aggregate (its
+-- keys share the aggregate's hash tag); on a single server or Sentinel one
+-- call carries many, to spare a script call per aggregate.
 --
--- KEYS[1]     the state hash (fields v = version, d = data)
--- KEYS[2..n]  the seen keys of the events applied
--- ARGV[1]     expected version (decimal; absent state is version 0)
--- ARGV[2]     new version, ARGV[1] + 1 (decimal, computed by the caller so
---             that no version passes through a Lua double)
--- ARGV[3]     new data
--- ARGV[4]     mark TTL in milliseconds
+-- KEYS        per aggregate: its state hash (fields v = version, d = data),
+--             then the seen keys of the events applied to it
+-- ARGV[1]     mark TTL in milliseconds
+-- ARGV[2..]   per aggregate, four values: the number of seen keys; the
+--             expected version (decimal; absent state is version 0); the new
+--             version, expected + 1 (computed by the caller so that no
+--             version passes through a Lua double); the new data
 --
--- Returns 1 committed, 2 version conflict, 3 mark conflict (state.Outcome).
-local v = redis.call('HGET', KEYS[1], 'v') or '0'
-if v ~= ARGV[1] then
-  -- The same write already applied (a retry after a lost reply) is a success.
-  if v == ARGV[2] and redis.call('HGET', KEYS[1], 'd') == ARGV[3] then
-    for i = 2, #KEYS do
-      if redis.call('EXISTS', KEYS[i]) == 0 then return 2 end
+-- Returns one code per aggregate: 1 committed, 2 version conflict, 3 mark
+-- conflict (state.Outcome).
+local ttl = ARGV[1]
+
+local function commit(state, first, last, expect, new, data)
+  local v = redis.call('HGET', state, 'v') or '0'
+  if v ~= expect then
+    -- The same write already applied (a retry after a lost reply) is a success.
+    if v == new and redis.call('HGET', state, 'd') == data then
+      for i = first, last do
+        if redis.call('EXISTS', KEYS[i]) == 0 then return 2 end
+      end
+      return 1
     end
-    return 1
+    return 2
   end
-  return 2
-end
--- Set the marks NX; one that exists means that event was applied: undo the
--- marks set so far (the script is atomic, so nobody saw them) and refuse.
-for i = 2, #KEYS do
-  if not redis.call('SET', KEYS[i], '1', 'PX', ARGV[4], 'NX') then
-    for j = 2, i - 1 do redis.call('DEL', KEYS[j]) end
-    return 3
+  -- Set the marks NX; one that exists means that event was applied: undo the
+  -- marks set so far (the script is atomic, so nobody saw them) and refuse.
+  for i = first, last do
+    if not redis.call('SET', KEYS[i], '1', 'PX', ttl, 'NX') then
+      for j = first, i - 1 do redis.call('DEL', KEYS[j]) end
+      return 3
+    end
   end
+  redis.call('HSET', state, 'v', new, 'd', data)
+  return 1
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
-return 1
+
+local out, k = {}, 1
+for a = 2, #ARGV, 4 do
+  local n = tonumber(ARGV[a])
+  out[#out + 1] = commit(KEYS[k], k + 1, k + n, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+  k = k + 1 + n
+end
+return out

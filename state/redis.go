@@ -31,9 +31,10 @@ func WithObserver(o Observer) Option { return func(s *RedisStore) { s.obs = o } 
 // RedisStore is the Store on Redis: the state of aggregate u-42 is the hash
 // sw:{u-42}:state (fields v, the version, and d, the data), the mark of
 // event e is the string sw:{u-42}:seen:e with a TTL. One Lua script per
-// aggregate checks and writes them, and all keys of a script share the
-// aggregate's hash tag, so it works on a single server, Sentinel and
-// Cluster alike.
+// aggregate checks and writes them, and all keys of an aggregate share its
+// hash tag, so it works on a single server, Sentinel and Cluster alike. On
+// a single server or Sentinel one script call commits up to 256 aggregates;
+// on a Cluster one call commits one.
 //
 // Fetch and Commit each take one pipelined round trip (one per node on a
 // Cluster). Commit calls the script with EVALSHA; when Redis lost it (a
@@ -47,7 +48,14 @@ type RedisStore struct {
 	ttlMS  string
 	script *redis.Script
 	obs    Observer
+	// perCall is how many aggregates one script call commits: one on a
+	// Cluster (a script's keys must share a slot), more elsewhere.
+	perCall int
 }
+
+// writesPerCall bounds the aggregates of one script call on a single server
+// or Sentinel, so that no call holds Redis for long.
+const writesPerCall = 256
 
 var _ Store = (*RedisStore)(nil)
 
@@ -59,10 +67,14 @@ func NewRedisStore(client redis.UniversalClient, keys dedupe.Keys, ttl time.Dura
 		ttl = DefaultMarkTTL
 	}
 	s := &RedisStore{
-		client: client,
-		keys:   keys,
-		ttlMS:  strconv.FormatInt(max(ttl.Milliseconds(), 1), 10),
-		script: redis.NewScript(commitLua),
+		client:  client,
+		keys:    keys,
+		ttlMS:   strconv.FormatInt(max(ttl.Milliseconds(), 1), 10),
+		script:  redis.NewScript(commitLua),
+		perCall: writesPerCall,
+	}
+	if _, cluster := client.(*redis.ClusterClient); cluster {
+		s.perCall = 1
 	}
 	for _, o := range opts {
 		o(s)
@@ -161,7 +173,8 @@ func (s *RedisStore) Commit(ctx context.Context, writes []Write) ([]Outcome, err
 }
 
 // commit sends the writes at indexes idx (all writes when idx is nil) in one
-// pipeline, fills out, and returns the indexes that met NOSCRIPT.
+// pipeline, fills out, and returns the indexes that met NOSCRIPT. Writes go
+// s.perCall to a script call.
 func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out []Outcome) (noScript []int, err error) {
 	if idx == nil {
 		idx = make([]int, len(writes))
@@ -170,16 +183,22 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 		}
 	}
 	pipe := s.client.Pipeline()
-	cmds := make([]*redis.Cmd, len(idx))
-	for j, i := range idx {
-		w := writes[i]
-		keys := make([]string, 1+len(w.Marks))
-		keys[0] = s.keys.State(w.Aggregate)
-		for k, id := range w.Marks {
-			keys[1+k] = s.keys.Seen(w.Aggregate, id)
+	var calls [][]int // the write indexes of each call
+	var cmds []*redis.Cmd
+	for lo := 0; lo < len(idx); lo += s.perCall {
+		call := idx[lo:min(lo+s.perCall, len(idx))]
+		var keys []string
+		args := []any{s.ttlMS}
+		for _, i := range call {
+			w := writes[i]
+			keys = append(keys, s.keys.State(w.Aggregate))
+			for _, id := range w.Marks {
+				keys = append(keys, s.keys.Seen(w.Aggregate, id))
+			}
+			args = append(args, len(w.Marks), strconv.FormatInt(w.Expect, 10), strconv.FormatInt(w.Expect+1, 10), w.Data)
 		}
-		cmds[j] = s.script.EvalSha(ctx, pipe, keys,
-			strconv.FormatInt(w.Expect, 10), strconv.FormatInt(w.Expect+1, 10), w.Data, s.ttlMS)
+		calls = append(calls, call)
+		cmds = append(cmds, s.script.EvalSha(ctx, pipe, keys, args...))
 	}
 	start := time.Now()
 	_, _ = pipe.Exec(ctx) // errors are per command
@@ -189,23 +208,28 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 			s.obs.ObserveRedis("commit", d, err) // NOSCRIPT is no failure
 		}
 	}()
-	for j, cmd := range cmds {
-		i := idx[j]
-		code, cerr := cmd.Int64()
+	for c, cmd := range cmds {
+		call := calls[c]
+		codes, cerr := cmd.Int64Slice()
 		if redis.HasErrorPrefix(cerr, "NOSCRIPT") {
-			noScript = append(noScript, i)
+			noScript = append(noScript, call...)
 			continue
 		}
-		if cerr == nil && (code < int64(Committed) || code > int64(MarkConflict)) {
-			cerr = fmt.Errorf("%w: commit script returned %d", ErrCorrupt, code)
+		if cerr == nil && len(codes) != len(call) {
+			cerr = fmt.Errorf("%w: commit script returned %d codes for %d writes", ErrCorrupt, len(codes), len(call))
 		}
-		if cerr != nil {
-			if err == nil {
-				err = fmt.Errorf("state: commit %s: %w", writes[i].Aggregate, cerr)
+		for j, i := range call {
+			if cerr == nil && (codes[j] < int64(Committed) || codes[j] > int64(MarkConflict)) {
+				cerr = fmt.Errorf("%w: commit script returned %d", ErrCorrupt, codes[j])
 			}
-			continue
+			if cerr != nil {
+				if err == nil {
+					err = fmt.Errorf("state: commit %s: %w", writes[i].Aggregate, cerr)
+				}
+				continue
+			}
+			out[i] = Outcome(codes[j])
 		}
-		out[i] = Outcome(code)
 	}
 	return noScript, err
 }

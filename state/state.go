@@ -97,7 +97,8 @@ type Store interface {
 	// trip for all writes, and returns their outcomes in order. Writes are
 	// applied in order, so a second write of the same aggregate in one call
 	// sees the first one's version. On error the outcomes learned so far
-	// are returned with it; the others are Unknown.
+	// are returned with it; the others are Unknown, and an Unknown write
+	// may have been applied: the caller fetches again before retrying.
 	Commit(ctx context.Context, writes []Write) ([]Outcome, error)
 }
 

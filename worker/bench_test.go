@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"context"
 	dto "github.com/prometheus/client_model/go"
 	"runtime"
 	"testing"
@@ -25,6 +26,11 @@ func BenchmarkPipeline(b *testing.B) {
 	e.waitDrained(5 * time.Minute)
 	elapsed := time.Since(start)
 	b.StopTimer()
+	if testing.Verbose() {
+		if info, err := e.redis.Client(b).Info(context.Background(), "commandstats", "cpu").Result(); err == nil {
+			b.Log(info)
+		}
+	}
 
 	runtime.ReadMemStats(&after)
 	if err := r.stop(b); err != nil {
