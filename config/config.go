@@ -106,7 +106,7 @@ type Dedupe struct {
 
 // State configures the aggregate state store.
 type State struct {
-	CacheSize int `yaml:"cache_size" doc:"Aggregates kept in memory per worker; 0 disables the cache."`
+	CacheSize int `yaml:"cache_size" doc:"Aggregates kept in memory per worker, shared by its partitions; 0 disables the cache."`
 }
 
 // Sequencing configures the per-aggregate reorder buffer.
@@ -209,8 +209,8 @@ func Default() Config {
 			DialTimeout: 5 * time.Second,
 			Timeout:     3 * time.Second,
 		},
-		Dedupe:     Dedupe{TTL: 24 * time.Hour, RecentSize: 100_000},
-		State:      State{CacheSize: 200_000},
+		Dedupe:     Dedupe{TTL: 24 * time.Hour, RecentSize: 10_000},
+		State:      State{CacheSize: 100_000},
 		Sequencing: Sequencing{GapTimeout: 30 * time.Second, MaxBuffered: 1000, MaxBufferedPartition: 10_000, MaxBufferedBytes: 64 * MiB},
 		Input:      Input{MaxBytes: 1 * MiB, UnknownTypes: "skip"},
 		Aggregation: Aggregation{

@@ -53,10 +53,10 @@ type Options struct {
 	// (default 24h).
 	DedupeTTL time.Duration
 	// RecentSize is the number of recently applied event IDs remembered
-	// per worker, split over its partitions (default 100000).
+	// per partition in front of Redis (default 10000; negative disables it).
 	RecentSize int
 	// CacheSize is the number of aggregate states kept in memory per
-	// worker, split over its partitions (default 200000; negative disables
+	// worker, shared by its partitions (default 100000; negative disables
 	// the cache).
 	CacheSize int
 
@@ -114,11 +114,11 @@ func (o *Options) setDefaults() {
 	if o.DedupeTTL <= 0 {
 		o.DedupeTTL = 24 * time.Hour
 	}
-	if o.RecentSize <= 0 {
-		o.RecentSize = 100_000
+	if o.RecentSize == 0 {
+		o.RecentSize = 10_000
 	}
 	if o.CacheSize == 0 {
-		o.CacheSize = 200_000
+		o.CacheSize = 100_000
 	}
 	if o.MaxInputBytes <= 0 {
 		o.MaxInputBytes = 1 << 20

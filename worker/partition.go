@@ -21,7 +21,7 @@ import (
 // pauseDepth queued batches the partition's fetching is paused.
 const (
 	queueDepth  = 16
-	pauseDepth  = 4
+	pauseDepth  = 2
 	resumeDepth = 1
 )
 
@@ -61,7 +61,6 @@ type partition struct {
 	held     map[int64]*pending // the buffered events by offset
 	recent   *dedupe.Recent
 	cache    map[string]*aggregate
-	cap      int
 	next     int64 // offset after the last record handed to process
 	faulting bool  // retrying a failed Redis or Kafka call
 	headers  []topics.Header
@@ -141,7 +140,6 @@ func (p *partition) flushTally() {
 func newPartition(w *Worker, id int32) *partition {
 	proc, _ := processors.New(w.opts.Processors) // validated in New
 	ctx, cancel := context.WithCancel(w.abort)
-	n := max(len(w.parts)+1, 1)
 	p := &partition{
 		w:          w,
 		id:         id,
@@ -158,9 +156,8 @@ func newPartition(w *Worker, id int32) *partition {
 		proc:       proc,
 		buf:        sequencing.NewBuffer[*pending](w.opts.Sequencing),
 		held:       make(map[int64]*pending),
-		recent:     dedupe.NewRecent(max(w.opts.RecentSize/n, 1024)),
+		recent:     dedupe.NewRecent(w.opts.RecentSize),
 		cache:      make(map[string]*aggregate),
-		cap:        max(w.opts.CacheSize/n, 1024),
 	}
 	p.b.dlqCount = make(map[string]int)
 	return p
@@ -450,7 +447,9 @@ func (p *partition) load() error {
 // sequence applies, buffers, or drops one event (DESIGN §6).
 func (p *partition) sequence(it *pending, now time.Time) {
 	a := it.agg
-	if it.seen || p.recent.Contains(a.id, it.ev.ID) {
+	// Seen in Redis, recently applied, or applied earlier in this batch (the
+	// recent front is bounded, a batch's own marks are not).
+	if it.seen || p.recent.Contains(a.id, it.ev.ID) || slices.Contains(a.marks, it.ev.ID) {
 		p.b.n.duplicates++
 		return
 	}
@@ -705,10 +704,12 @@ func (p *partition) evict() {
 		}
 		return
 	}
-	if len(p.cache) <= p.cap {
+	// The worker's cache is shared evenly by its partitions.
+	capacity := max(p.w.opts.CacheSize/max(int(p.w.owned.Load()), 1), 1024)
+	if len(p.cache) <= capacity {
 		return
 	}
-	target := p.cap * 9 / 10
+	target := capacity * 9 / 10
 	for id := range p.cache {
 		if len(p.cache) <= target {
 			return

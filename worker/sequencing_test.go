@@ -245,3 +245,20 @@ func TestPermutationMatchesInOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestDuplicatesWithoutRecentFront: with the in-memory front disabled,
+// duplicates inside one batch and across batches are still dropped.
+func TestDuplicatesWithoutRecentFront(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options(nil)
+	opts.RecentSize = -1
+	e.send(activity("d1", "u-d", 1, 1), activity("d1", "u-d", 1, 1), activity("d2", "u-d", 2, 2),
+		activity("d1", "u-d", 1, 1), activity("d2", "u-d", 2, 2))
+	r := e.start(opts)
+	testenv.Eventually(t, 20*time.Second, func() bool { return e.committed()[0] == 5 }, "batch not committed")
+	e.send(activity("d2", "u-d", 2, 2), activity("d3", "u-d", 3, 3))
+	testenv.Eventually(t, 20*time.Second, func() bool { return e.committed()[0] == 7 }, "second batch not committed")
+	if p, d := metric(r.reg, "streamworker_events_processed_total"), metric(r.reg, "streamworker_events_duplicate_total"); p != 3 || d != 4 {
+		t.Fatalf("processed %v, duplicates %v; want 3 and 4", p, d)
+	}
+}

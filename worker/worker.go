@@ -57,6 +57,7 @@ type Worker struct {
 
 	commitMu sync.Mutex // serializes offset commits with revokes
 
+	owned    atomic.Int32 // len(parts), for readers without mu
 	redisOK  atomic.Bool
 	faulting atomic.Int32 // partitions currently retrying a failed Redis or Kafka call
 	closed   atomic.Bool
@@ -207,6 +208,7 @@ func (w *Worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 		w.parts[id] = p
 		go p.run()
 	}
+	w.owned.Store(int32(len(w.parts)))
 	w.m.assigned.Set(float64(len(w.parts)))
 	w.log.Info("partitions assigned", "topic", w.opts.Topics.Input, "partitions", ps, "owned", len(w.parts))
 }
@@ -269,6 +271,7 @@ func (w *Worker) detach(ids []int32) []*partition {
 	if len(ids) > 0 {
 		w.cl.ResumeFetchPartitions(map[string][]int32{w.opts.Topics.Input: ids})
 	}
+	w.owned.Store(int32(len(w.parts)))
 	w.m.assigned.Set(float64(len(w.parts)))
 	return ps
 }

@@ -51,9 +51,13 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 	if err != nil {
 		return worker.Options{}, err
 	}
-	cache := c.State.CacheSize
+	// 0 disables these in the configuration, negative in the options.
+	cache, recent := c.State.CacheSize, c.Dedupe.RecentSize
 	if cache == 0 {
-		cache = -1 // disabled
+		cache = -1
+	}
+	if recent == 0 {
+		recent = -1
 	}
 	return worker.Options{
 		Kafka:            kopts,
@@ -66,7 +70,7 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 		RebalanceTimeout: c.Kafka.RebalanceTimeout,
 		KeyPrefix:        c.Redis.KeyPrefix,
 		DedupeTTL:        c.Dedupe.TTL,
-		RecentSize:       c.Dedupe.RecentSize,
+		RecentSize:       recent,
 		CacheSize:        cache,
 		Sequencing: sequencing.Config{
 			MaxPerAggregate: c.Sequencing.MaxBuffered,
