@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisServer is a redis-server child process without persistence.
+type redisServer struct {
+	cmd    *exec.Cmd
+	addr   string
+	client *redis.Client
+	out    bytes.Buffer
+	done   chan struct{}
+}
+
+// startRedis starts redis-server on a free loopback port with persistence
+// off and waits until it answers PING.
+func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("bench: redis-server is not on PATH (apt-get install redis-server): %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s := &redisServer{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), done: make(chan struct{})}
+	s.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning")
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bench: start redis-server: %w", err)
+	}
+	go func() {
+		_ = s.cmd.Wait()
+		close(s.done)
+	}()
+	s.client = redis.NewClient(&redis.Options{Addr: s.addr})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		err := s.client.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		select {
+		case <-s.done:
+			return nil, fmt.Errorf("bench: redis-server exited: %s", s.out.String())
+		case <-ctx.Done():
+			s.stop()
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("bench: redis-server did not answer PING within 10s: %w", err)
+		}
+	}
+}
+
+// pid returns the server's process ID.
+func (s *redisServer) pid() int { return s.cmd.Process.Pid }
+
+// flush empties every database, so each measurement starts from no state.
+func (s *redisServer) flush(ctx context.Context) error {
+	if err := s.client.FlushAll(ctx).Err(); err != nil {
+		return fmt.Errorf("bench: FLUSHALL: %w", err)
+	}
+	return nil
+}
+
+// usedMemory returns INFO memory's used_memory in bytes.
+func (s *redisServer) usedMemory(ctx context.Context) int64 {
+	info, err := s.client.InfoMap(ctx, "memory").Result()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(info["Memory"]["used_memory"], 10, 64)
+	return n
+}
+
+// stop terminates the server and waits for it.
+func (s *redisServer) stop() {
+	_ = s.client.Close()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("bench: find a free port: %w", err)
+	}
+	defer ln.Close()
+	addr, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		return 0, errors.New("bench: listener address is not TCP")
+	}
+	return addr.Port, nil
+}
+
+// tempDir creates a directory for the run's files.
+func tempDir() (string, error) { return os.MkdirTemp("", "swbench-") }

@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/streamworker/streamworker/topics"
+)
+
+// moduleRoot returns the directory of the go.mod that the go command sees
+// from the working directory.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("bench: go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("bench: not inside the streamworker module (run from its checkout)")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// buildWorker builds cmd/streamworker into dir and returns the binary.
+func buildWorker(ctx context.Context, root, dir string) (string, error) {
+	out := filepath.Join(dir, "streamworker")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/streamworker")
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("bench: go build ./cmd/streamworker: %w\n%s", err, stderr.String())
+	}
+	return out, nil
+}
+
+// workerProc is a `streamworker run` child process.
+type workerProc struct {
+	cmd     *exec.Cmd
+	metrics string // URL of /metrics
+	ready   string // URL of /readyz
+	logPath string
+	log     *os.File
+	http    *http.Client
+	done    chan struct{}
+	err     error
+}
+
+// workerEnv is what a worker child needs to know.
+type workerEnv struct {
+	bin      string
+	dir      string // for its log
+	seeds    []string
+	names    topics.Names
+	group    string
+	redis    string
+	commitIv time.Duration
+	http     *http.Client
+	extra    []string // more KEY=VALUE entries, last
+}
+
+// startWorker starts `streamworker run` with the SW_* environment of e on a
+// free metrics port. Its logs go to a file in e.dir.
+func startWorker(e workerEnv) (*workerProc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	w := &workerProc{
+		metrics: "http://" + addr + "/metrics",
+		ready:   "http://" + addr + "/readyz",
+		logPath: filepath.Join(e.dir, e.group+".log"),
+		http:    e.http,
+		done:    make(chan struct{}),
+	}
+	w.log, err = os.Create(w.logPath)
+	if err != nil {
+		return nil, err
+	}
+	w.cmd = exec.Command(e.bin, "run")
+	w.cmd.Env = append(os.Environ(),
+		"SW_KAFKA_BROKERS="+strings.Join(e.seeds, ","),
+		"SW_KAFKA_GROUP="+e.group,
+		"SW_KAFKA_CLIENT_ID="+e.group,
+		"SW_KAFKA_COMMIT_INTERVAL="+e.commitIv.String(),
+		"SW_TOPICS_INPUT="+e.names.Input,
+		"SW_TOPICS_AGGREGATES="+e.names.Aggregates,
+		"SW_TOPICS_MILESTONES="+e.names.Milestones,
+		"SW_TOPICS_ANOMALIES="+e.names.Anomalies,
+		"SW_TOPICS_DLQ="+e.names.DLQ,
+		"SW_TOPICS_GAPS="+e.names.Gaps,
+		"SW_REDIS_ADDR="+e.redis,
+		"SW_REDIS_KEY_PREFIX=sw",
+		"SW_HTTP_ADDR="+addr,
+		"SW_LOG_LEVEL=info",
+	)
+	w.cmd.Env = append(w.cmd.Env, e.extra...)
+	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
+	if err := w.cmd.Start(); err != nil {
+		w.log.Close()
+		return nil, fmt.Errorf("bench: start worker: %w", err)
+	}
+	go func() {
+		w.err = w.cmd.Wait()
+		close(w.done)
+	}()
+	return w, nil
+}
+
+// scrape reads the worker's /metrics.
+func (w *workerProc) scrape(ctx context.Context) (families, error) {
+	return scrape(ctx, w.http, w.metrics)
+}
+
+// pid returns the worker's process ID.
+func (w *workerProc) pid() int { return w.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (w *workerProc) exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitAssigned waits until the worker serves metrics and owns partitions
+// input partitions.
+func (w *workerProc) waitAssigned(ctx context.Context, partitions int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if w.exited() {
+			return fmt.Errorf("bench: worker exited: %v\n%s", w.err, w.tail())
+		}
+		if mfs, err := w.scrape(ctx); err == nil &&
+			mfs.value("streamworker_assigned_partitions", nil) == float64(partitions) &&
+			mfs.value("streamworker_ready", nil) == 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: worker did not own %d partitions within %v\n%s", partitions, timeout, w.tail())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for the drain, killing after timeout.
+func (w *workerProc) stop(timeout time.Duration) error {
+	defer w.log.Close()
+	if w.exited() {
+		return w.err
+	}
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-w.done:
+		return w.err
+	case <-time.After(timeout):
+		_ = w.cmd.Process.Kill()
+		<-w.done
+		return fmt.Errorf("bench: worker did not stop within %v after SIGTERM", timeout)
+	}
+}
+
+// tail returns the end of the worker's log.
+func (w *workerProc) tail() string {
+	b, err := os.ReadFile(w.logPath)
+	if err != nil {
+		return ""
+	}
+	const n = 4000
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
