@@ -106,6 +106,10 @@ func run(ctx context.Context, args []string) int {
 			return 1
 		}
 	}
+	if len(rep.Failures) > 0 {
+		fmt.Fprintf(os.Stderr, "swbench: %d measurements failed\n", len(rep.Failures))
+		return 1
+	}
 	return 0
 }
 

@@ -20,14 +20,17 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -216,7 +219,10 @@ func (b *bencher) logf(format string, args ...any) {
 
 // Run builds the worker, starts redis-server and runs every measurement
 // cfg.Runs times, then the profile run and the micro-benchmarks if asked. It
-// must run inside the streamworker module. Run is not safe to call
+// must run inside the streamworker module. A measurement that fails is
+// listed in Report.Failures (with the path of a copy of the worker's log)
+// and left out of the medians; Run returns an error only when it cannot
+// measure at all, or ctx ends. Run is not safe to call
 // concurrently with itself (the measurements share the machine).
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg = cfg.withDefaults()
@@ -246,6 +252,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer b.redis.stop()
 
 	rep := newReport(cfg)
+	rep.Commit = gitCommit(root)
 	rep.LoadBefore = loadAverage()
 	growth := growthUsers(cfg)
 	for run := 1; run <= cfg.Runs; run++ {
@@ -273,6 +280,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.LoadAfter = loadAverage()
 	rep.Took = time.Since(began)
 	return rep, nil
+}
+
+// gitCommit returns the short commit of the work tree at root, with
+// "+dirty" if it has changes; "" when git cannot tell.
+func gitCommit(root string) string {
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		c += "+dirty"
+	}
+	return c
 }
 
 // growthUsers returns the user counts of the cost-growth rows, the main
@@ -313,56 +334,85 @@ func (b *bencher) waitQuiet(ctx context.Context) error {
 	}
 }
 
-// runOnce runs every measurement once and adds them to rep.
+// runOnce runs every measurement once and adds them to rep. A failed
+// measurement is recorded in rep.Failures and the others still run; only
+// the end of ctx stops the run.
 func (b *bencher) runOnce(ctx context.Context, rep *Report, run int, growth []int) error {
 	cfg := b.cfg
+	fail := func(what string, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		msg := fmt.Sprintf("run %d, %s: %v", run, what, err)
+		b.logf("FAILED %s", msg)
+		rep.Failures = append(rep.Failures, msg)
+		return nil
+	}
 	if err := b.waitQuiet(ctx); err != nil {
 		return err
 	}
 	runtime.GC()
-	c, err := b.ceiling(ctx, cfg.Users, cfg.Events)
-	if err != nil {
-		return fmt.Errorf("ceiling: %w", err)
+	c, cerr := b.ceiling(ctx, cfg.Users, cfg.Events)
+	if cerr != nil {
+		if err := fail("ceiling", cerr); err != nil {
+			return err
+		}
+	} else {
+		b.logf("run %d/%d ceiling: %.0f events/s over %d events", run, cfg.Runs, c.rate(), c.events)
+		rep.addCeiling(c)
 	}
-	b.logf("run %d/%d ceiling: %.0f events/s over %d events", run, cfg.Runs, c.rate(), c.events)
-	rep.addCeiling(c)
 
 	if err := b.waitQuiet(ctx); err != nil {
 		return err
 	}
 	runtime.GC()
-	p, err := b.pipeline(ctx, cfg.Users, cfg.Events)
-	if err != nil {
-		return fmt.Errorf("pipeline: %w", err)
+	p, perr := b.pipeline(ctx, cfg.Users, cfg.Events)
+	if perr != nil {
+		if err := fail("pipeline", perr); err != nil {
+			return err
+		}
+	} else {
+		b.logf("run %d/%d pipeline: %.0f events/s over %d events (first record after %v), peak RSS %d MB",
+			run, cfg.Runs, p.rate(), p.events, p.firstConsumed.Round(time.Millisecond), p.peakRSS>>20)
+		rep.addPipeline(p)
+		if cerr == nil {
+			rep.addRatios(c, p)
+		}
 	}
-	b.logf("run %d/%d pipeline: %.0f events/s over %d events (first record after %v), peak RSS %d MB",
-		run, cfg.Runs, p.rate(), p.events, p.firstConsumed.Round(time.Millisecond), p.peakRSS>>20)
-	rep.addPipeline(c, p)
 
 	if err := b.waitQuiet(ctx); err != nil {
 		return err
 	}
 	runtime.GC()
-	l, err := b.latency(ctx)
-	if err != nil {
-		return fmt.Errorf("latency: %w", err)
+	if l, err := b.latency(ctx); err != nil {
+		if err := fail("latency", err); err != nil {
+			return err
+		}
+	} else {
+		b.logf("run %d/%d latency at %.0f events/s: p50 %.0f ms, p99 %.0f ms, p99.9 %.0f ms (%d outputs)",
+			run, cfg.Runs, l.offered, l.fromProduce.p50, l.fromProduce.p99, l.fromProduce.p999, l.fromProduce.n)
+		rep.addLatency(l)
 	}
-	b.logf("run %d/%d latency at %.0f events/s: p50 %.0f ms, p99 %.0f ms, p99.9 %.0f ms (%d outputs)",
-		run, cfg.Runs, l.offered, l.fromProduce.p50, l.fromProduce.p99, l.fromProduce.p999, l.fromProduce.n)
-	rep.addLatency(l)
 
 	for _, u := range growth {
-		g := p
-		if u != cfg.Users || cfg.growthEvents(u) != cfg.Events {
-			if err := b.waitQuiet(ctx); err != nil {
+		if u == cfg.Users && cfg.growthEvents(u) == cfg.Events {
+			if perr == nil {
+				rep.addGrowth(u, p)
+			}
+			continue
+		}
+		if err := b.waitQuiet(ctx); err != nil {
+			return err
+		}
+		runtime.GC()
+		g, err := b.pipeline(ctx, u, cfg.growthEvents(u))
+		if err != nil {
+			if err := fail(fmt.Sprintf("growth at %d users", u), err); err != nil {
 				return err
 			}
-			runtime.GC()
-			if g, err = b.pipeline(ctx, u, cfg.growthEvents(u)); err != nil {
-				return fmt.Errorf("growth at %d users: %w", u, err)
-			}
-			b.logf("run %d/%d growth %d users: %.0f events/s, peak RSS %d MB", run, cfg.Runs, u, g.rate(), g.peakRSS>>20)
+			continue
 		}
+		b.logf("run %d/%d growth %d users: %.0f events/s, peak RSS %d MB", run, cfg.Runs, u, g.rate(), g.peakRSS>>20)
 		rep.addGrowth(u, g)
 	}
 	return nil

@@ -39,6 +39,9 @@ func TestQuickRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(rep.Failures) > 0 {
+		t.Fatalf("failed measurements: %q", rep.Failures)
+	}
 
 	positive := []string{
 		"ceiling_eps", "ceiling_eps_cpu", "pipeline_eps", "ratio", "pipeline_steady_eps", "pipeline_first_s",

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -128,6 +129,7 @@ type latencyResult struct {
 	histP99     float64
 	workerCores float64 // worker CPU at the offered rate
 	redisCores  float64
+	otherCores  float64 // the rest of the machine but the bench process
 }
 
 // latency offers the workload at a fixed rate to a running worker and
@@ -168,7 +170,7 @@ func (b *bencher) latency(ctx context.Context) (latencyResult, error) {
 	if err != nil {
 		return latencyResult{}, err
 	}
-	meter := startCPU(map[string]int{"worker": w.pid(), "redis-server": b.redis.pid()})
+	meter := startCPU(map[string]int{"worker": w.pid(), "redis-server": b.redis.pid(), "bench (kfake + producer)": os.Getpid()})
 	stats, err := loadgen.Produce(ctx, pcl, g, b.cfg.LatencyRate, nil)
 	if err != nil {
 		return latencyResult{}, err
@@ -179,14 +181,14 @@ func (b *bencher) latency(ctx context.Context) (latencyResult, error) {
 		return latencyResult{}, err
 	}
 	if _, err := c.waitDrained(ctx, group, ends, 2*time.Minute, nil); err != nil {
-		return latencyResult{}, fmt.Errorf("%w\n%s", err, w.tail())
+		return latencyResult{}, w.failed(err)
 	}
 	mfs, err := w.scrape(ctx)
 	if err != nil {
 		return latencyResult{}, err
 	}
 	if err := w.stop(stopTimeout); err != nil {
-		return latencyResult{}, fmt.Errorf("bench: worker did not drain cleanly: %w\n%s", err, w.tail())
+		return latencyResult{}, w.failed(fmt.Errorf("bench: worker did not drain cleanly: %w", err))
 	}
 	outs, err := c.readOutputs(ctx, c.names.Aggregates)
 	if err != nil {
@@ -199,6 +201,7 @@ func (b *bencher) latency(ctx context.Context) (latencyResult, error) {
 		histP99:     mfs.histogramQuantile("streamworker_end_to_end_latency_seconds", 0.99) * 1000,
 		workerCores: cpu.Cores["worker"],
 		redisCores:  cpu.Cores["redis-server"],
+		otherCores:  cpu.Cores["other"],
 	}
 	ready := times.readyTimes()
 	fromProduce := make([]float64, 0, len(outs))

@@ -200,7 +200,7 @@ func (b *bencher) pipeline(ctx context.Context, users, events int) (drainResult,
 	var first time.Duration
 	end, err := c.waitDrained(ctx, group, ends, drainTimeout, func() error {
 		if w.exited() {
-			return fmt.Errorf("bench: worker exited: %v\n%s", w.err, w.tail())
+			return w.failed(fmt.Errorf("bench: worker exited: %v", w.err))
 		}
 		if first == 0 {
 			if mfs, err := w.scrape(ctx); err == nil && mfs.value("streamworker_events_consumed_total", nil) > 0 {
@@ -210,7 +210,7 @@ func (b *bencher) pipeline(ctx context.Context, users, events int) (drainResult,
 		return nil
 	})
 	if err != nil {
-		return drainResult{}, fmt.Errorf("%w\n%s", err, w.tail())
+		return drainResult{}, w.failed(err)
 	}
 	cpu := meter.stop()
 	r := drainResult{events: total(ends), elapsed: end.Sub(start), firstConsumed: first, cpu: cpu}
@@ -227,7 +227,7 @@ func (b *bencher) pipeline(ctx context.Context, users, events int) (drainResult,
 	r.outputs = mfs.value("streamworker_outputs_total", nil)
 	r.kpromBatches, r.kpromHas = mfs.sum("streamworker_kafka_produce_batches_total", nil)
 	if err := w.stop(stopTimeout); err != nil {
-		return drainResult{}, fmt.Errorf("bench: worker did not drain cleanly: %w\n%s", err, w.tail())
+		return drainResult{}, w.failed(fmt.Errorf("bench: worker did not drain cleanly: %w", err))
 	}
 	return r, nil
 }

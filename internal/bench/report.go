@@ -68,6 +68,12 @@ type Report struct {
 	Figures      []Figure
 	GoBenchmarks []GoBenchmark
 	Profile      *Profile // nil unless Config.CPUProfile was set
+	// Failures lists the measurements that failed; their figures are
+	// missing from the medians.
+	Failures []string
+	// Commit is the checked-out commit of the module ("" if unknown),
+	// with "+dirty" when the work tree had changes.
+	Commit string
 	// LoadBefore and LoadAfter are the machine's load averages
 	// (/proc/loadavg) when Run started and ended.
 	LoadBefore, LoadAfter string
@@ -117,10 +123,9 @@ func (r *Report) addCeiling(c drainResult) {
 	r.add("ceiling_eps_cpu", "Ceiling: events per CPU-second (kfake + copy)", UnitRate, c.perCPUSecond("bench (kfake + copy)"), nil)
 }
 
-func (r *Report) addPipeline(c, p drainResult) {
+func (r *Report) addPipeline(p drainResult) {
 	users := fmtInt(float64(r.Config.Users))
 	r.add("pipeline_eps", "Pipeline: `streamworker run`, "+users+" users, start to drained", UnitRate, p.rate(), targetRate)
-	r.add("ratio", "Pipeline / ceiling", UnitRatio, p.rate()/c.rate(), targetRatio)
 	r.add("pipeline_steady_eps", "Pipeline after its first consumed record", UnitRate, p.steadyRate(), nil)
 	r.add("pipeline_first_s", "Pipeline: worker start to first consumed record", UnitSeconds, p.firstConsumed.Seconds(), nil)
 	r.add("pipeline_elapsed_s", "Pipeline: worker start to drained", UnitSeconds, p.elapsed.Seconds(), nil)
@@ -133,13 +138,19 @@ func (r *Report) addPipeline(c, p drainResult) {
 	ours := p.perCPUSecond(cpuOrder[:3]...)
 	r.add("pipeline_eps_cpu_worker", "Pipeline: events per worker CPU-second", UnitRate, p.perCPUSecond("worker"), nil)
 	r.add("pipeline_eps_cpu", "Pipeline: events per CPU-second (worker + redis-server + kfake)", UnitRate, ours, nil)
-	r.add("ratio_cpu", "Pipeline / ceiling, per CPU-second", UnitRatio, ours/c.perCPUSecond("bench (kfake + copy)"), nil)
 	r.add("pipeline_eps_projected", fmt.Sprintf("Pipeline: CPU-bound upper bound on %d dedicated cores (events per CPU-second × %d)", runtime.NumCPU(), runtime.NumCPU()),
 		UnitRate, ours*float64(runtime.NumCPU()), nil)
 	if p.workerBatches > 0 {
 		r.add("events_per_batch", "Pipeline: input events per partition batch", UnitCount, float64(p.events)/p.workerBatches, nil)
 		r.add("redis_per_batch", "Pipeline: Redis round trips per partition batch", UnitCount, p.redisTrips/p.workerBatches, nil)
 	}
+}
+
+// addRatios adds the pipeline/ceiling ratios of one run.
+func (r *Report) addRatios(c, p drainResult) {
+	r.add("ratio", "Pipeline / ceiling", UnitRatio, p.rate()/c.rate(), targetRatio)
+	r.add("ratio_cpu", "Pipeline / ceiling, per CPU-second", UnitRatio,
+		p.perCPUSecond(cpuOrder[:3]...)/c.perCPUSecond("bench (kfake + copy)"), nil)
 }
 
 func cpuKey(name string) string {
@@ -162,6 +173,7 @@ func (r *Report) addLatency(l latencyResult) {
 	r.add("lat_samples", "Latency run: aggregate outputs measured", UnitCount, float64(l.fromProduce.n), nil)
 	r.add("lat_worker_cpu", "Latency run: worker CPU at "+rate+"/s", UnitCores, l.workerCores, nil)
 	r.add("lat_redis_cpu", "Latency run: redis-server CPU at "+rate+"/s", UnitCores, l.redisCores, nil)
+	r.add("lat_other_cpu", "Latency run: CPU of other processes on the machine", UnitCores, l.otherCores, nil)
 }
 
 func (r *Report) addGrowth(users int, g drainResult) {
@@ -289,10 +301,19 @@ func (r *Report) Markdown() string {
 	if len(c.WorkerEnv) > 0 {
 		fmt.Fprintf(&b, "Worker environment added: `%s`.\n\n", strings.Join(c.WorkerEnv, " "))
 	}
+	if r.Commit != "" {
+		fmt.Fprintf(&b, "Commit: %s.\n\n", r.Commit)
+	}
 	b.WriteString(r.Table())
 	b.WriteString("\nTargets:\n\n")
 	for _, l := range r.Targets() {
 		b.WriteString("- " + l + "\n")
+	}
+	if len(r.Failures) > 0 {
+		b.WriteString("\nFailed measurements (their figures are left out of the medians):\n\n")
+		for _, f := range r.Failures {
+			b.WriteString("- " + strings.ReplaceAll(f, "\n", " ") + "\n")
+		}
 	}
 	if len(r.GoBenchmarks) > 0 {
 		b.WriteString("\nGo micro-benchmarks (`go test -run '^$' -bench . -benchmem`, one run each):\n\n")

@@ -144,7 +144,7 @@ func (w *workerProc) waitAssigned(ctx context.Context, partitions int, timeout t
 	defer t.Stop()
 	for {
 		if w.exited() {
-			return fmt.Errorf("bench: worker exited: %v\n%s", w.err, w.tail())
+			return w.failed(fmt.Errorf("bench: worker exited: %v", w.err))
 		}
 		if mfs, err := w.scrape(ctx); err == nil &&
 			mfs.value("streamworker_assigned_partitions", nil) == float64(partitions) &&
@@ -152,7 +152,7 @@ func (w *workerProc) waitAssigned(ctx context.Context, partitions int, timeout t
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: worker did not own %d partitions within %v\n%s", partitions, timeout, w.tail())
+			return w.failed(fmt.Errorf("bench: worker did not own %d partitions within %v", partitions, timeout))
 		}
 		select {
 		case <-ctx.Done():
@@ -179,15 +179,20 @@ func (w *workerProc) stop(timeout time.Duration) error {
 	}
 }
 
-// tail returns the end of the worker's log.
-func (w *workerProc) tail() string {
-	b, err := os.ReadFile(w.logPath)
-	if err != nil {
-		return ""
+// failed returns err with the path of a copy of the worker's log that
+// outlives the run's temporary directory.
+func (w *workerProc) failed(err error) error {
+	b, rerr := os.ReadFile(w.logPath)
+	if rerr != nil {
+		return err
 	}
-	const n = 4000
-	if len(b) > n {
-		b = b[len(b)-n:]
+	f, cerr := os.CreateTemp("", "swbench-worker-*.log")
+	if cerr != nil {
+		return err
 	}
-	return string(b)
+	defer f.Close()
+	if _, werr := f.Write(b); werr != nil {
+		return err
+	}
+	return fmt.Errorf("%w (worker log: %s)", err, f.Name())
 }
