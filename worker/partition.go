@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -287,7 +288,7 @@ func (p *partition) reset(recs []*kgo.Record) []*kgo.Record {
 		again = append(again, pd.rec)
 	}
 	again = append(again, recs...)
-	slices.SortFunc(again, func(a, b *kgo.Record) int { return compareInt64(a.Offset, b.Offset) })
+	slices.SortFunc(again, func(a, b *kgo.Record) int { return cmp.Compare(a.Offset, b.Offset) })
 	again = slices.CompactFunc(again, func(a, b *kgo.Record) bool { return a.Offset == b.Offset })
 	p.buf.Reset()
 	clear(p.held)
@@ -769,14 +770,4 @@ func backoff(initial, maxd time.Duration, attempt int) time.Duration {
 		d *= 2
 	}
 	return min(d, maxd)
-}
-
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
