@@ -230,6 +230,7 @@ func fmtInt(v float64) string {
 	return b.String()
 }
 
+// String returns the target as "≥ 120,000" or "< 50".
 func (t *Target) String() string {
 	op := "<"
 	if t.AtLeast {
