@@ -1,12 +1,12 @@
 package worker
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,12 +37,13 @@ type partition struct {
 	id    int32
 	topic string
 
-	queue  chan batch
-	stopC  chan struct{}
-	doneC  chan struct{}
-	ctx    context.Context
-	cancel context.CancelFunc
-	paused atomic.Bool
+	queue   chan batch
+	stopC   chan struct{}
+	doneC   chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	pauseMu sync.Mutex // makes the paused flag and the client's pause state change together
+	paused  bool
 
 	progress   sync.Mutex // guards the fields below it up to the line
 	doneOffset int64      // everything below it is done; -1 before the first batch
@@ -184,7 +185,17 @@ func (p *partition) enqueue(recs []*kgo.Record, hwm int64) {
 	case <-p.doneC:
 		return
 	}
-	if len(p.queue) >= pauseDepth && p.paused.CompareAndSwap(false, true) {
+	p.pauseMu.Lock()
+	defer p.pauseMu.Unlock()
+	if len(p.queue) >= pauseDepth {
+		p.pauseLocked()
+	}
+}
+
+// pauseLocked pauses fetching; the caller holds pauseMu.
+func (p *partition) pauseLocked() {
+	if !p.paused {
+		p.paused = true
 		p.w.cl.PauseFetchPartitions(map[string][]int32{p.topic: {p.id}})
 	}
 }
@@ -216,7 +227,10 @@ func (p *partition) run() {
 // maybeResume resumes fetching when the partition paused it and is neither
 // behind on queued batches nor retrying a failed call.
 func (p *partition) maybeResume() {
-	if !p.faulting && len(p.queue) <= resumeDepth && p.paused.CompareAndSwap(true, false) {
+	p.pauseMu.Lock()
+	defer p.pauseMu.Unlock()
+	if p.paused && !p.faulting && len(p.queue) <= resumeDepth {
+		p.paused = false
 		p.w.cl.ResumeFetchPartitions(map[string][]int32{p.topic: {p.id}})
 	}
 }
@@ -474,6 +488,8 @@ func (p *partition) sequence(it *pending, now time.Time) {
 		}
 		pd := new(pending)
 		*pd = *it
+		// A held record must not pin its whole fetch buffer.
+		pd.rec = cloneRecord(it.rec)
 		switch p.buf.Add(a.id, seq, it.ev.ID, it.rec.Offset, len(it.rec.Value), now, pd) {
 		case sequencing.Buffered:
 			p.held[it.rec.Offset] = pd
@@ -725,9 +741,9 @@ func (p *partition) evict() {
 // pauses and the worker reports not ready until the call succeeds.
 func (p *partition) fault(on bool, op string, err error) {
 	if on {
-		if p.paused.CompareAndSwap(false, true) {
-			p.w.cl.PauseFetchPartitions(map[string][]int32{p.topic: {p.id}})
-		}
+		p.pauseMu.Lock()
+		p.pauseLocked()
+		p.pauseMu.Unlock()
 		if !p.faulting {
 			p.faulting = true
 			p.w.faulting.Add(1)
@@ -770,4 +786,14 @@ func backoff(initial, maxd time.Duration, attempt int) time.Duration {
 		d *= 2
 	}
 	return min(d, maxd)
+}
+
+// cloneRecord copies what the worker keeps of a record.
+func cloneRecord(r *kgo.Record) *kgo.Record {
+	c := &kgo.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, LeaderEpoch: r.LeaderEpoch,
+		Timestamp: r.Timestamp, Key: bytes.Clone(r.Key), Value: bytes.Clone(r.Value)}
+	for _, h := range r.Headers {
+		c.Headers = append(c.Headers, kgo.RecordHeader{Key: h.Key, Value: bytes.Clone(h.Value)})
+	}
+	return c
 }

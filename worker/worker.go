@@ -103,11 +103,15 @@ func New(opts Options) (*Worker, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
+		// A fetch for partitions with nothing new must not hold back
+		// partitions resumed meanwhile for the 5s default.
+		kgo.FetchMaxWait(250*time.Millisecond),
 		kgo.MaxBufferedRecords(1<<20),
 		kgo.WithLogger(kgoLogger{opts.Logger}),
 	)
 	if opts.Registerer != nil {
-		kopts = append(kopts, kgo.WithHooks(kprom.NewMetrics(Namespace, kprom.Subsystem("kafka"), kprom.Registerer(opts.Registerer))))
+		kopts = append(kopts, kgo.WithHooks(kprom.NewMetrics(Namespace, kprom.Subsystem("kafka"), kprom.Registerer(opts.Registerer),
+			kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Batches, kprom.Records, kprom.UncompressedBytes))))
 	}
 	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
