@@ -7,12 +7,8 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/streamworker/streamworker/internal/bench"
@@ -20,128 +16,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:])
+	code := bench.Main(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
-}
-
-func run(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("swbench", flag.ContinueOnError)
-	d := bench.Default()
-	quick := fs.Bool("quick", false, "short smoke run (one run, 100k events, 5 s of latency, 1k and 100k users; under a minute)")
-	out := fs.String("out", "", "also write the markdown report to this file")
-	runs := fs.Int("runs", d.Runs, "runs of each measurement; figures are medians")
-	events := fs.Int("events", d.Events, "pre-produced input records of the throughput runs")
-	users := fs.Int("users", d.Users, "distinct users of the throughput and latency runs")
-	partitions := fs.Int("partitions", d.Partitions, "partitions of every topic")
-	rate := fs.Float64("latency-rate", d.LatencyRate, "offered rate of the latency run, events/s")
-	latFor := fs.Duration("latency-for", d.LatencyFor, "duration of the latency run")
-	growth := fs.String("growth-users", joinInts(d.GrowthUsers), "user counts of the cost-growth runs, comma-separated")
-	growthEvents := fs.Int("growth-events", d.GrowthEvents, "input records of each cost-growth run (at least one per user)")
-	commit := fs.Duration("commit-interval", d.CommitInterval, "the worker's kafka.commit_interval")
-	cpuprofile := fs.String("cpuprofile", "", "also run the pipeline in-process under the CPU profiler, write the profile here, and report its hot spots and allocations per event")
-	quiet := fs.Duration("quiet-wait", d.QuietWait, "before each measurement, wait up to this long for other processes to go quiet (0: do not wait; off with --quick unless set)")
-	var workerEnv multiFlag
-	fs.Var(&workerEnv, "worker-env", "extra KEY=VALUE environment of the worker children, e.g. SW_STATE_CACHE_SIZE=50000 or GOMEMLIMIT=300MiB (repeatable)")
-	gobench := fs.Bool("gobench", d.GoBench, "run the Go micro-benchmarks of the hot path (off with --quick unless set)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-
-	cfg := d
-	if *quick {
-		cfg = bench.Quick()
-	}
-	var bad error
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "runs":
-			cfg.Runs = *runs
-		case "events":
-			cfg.Events = *events
-		case "users":
-			cfg.Users = *users
-		case "partitions":
-			cfg.Partitions = *partitions
-		case "latency-rate":
-			cfg.LatencyRate = *rate
-		case "latency-for":
-			cfg.LatencyFor = *latFor
-		case "growth-users":
-			cfg.GrowthUsers, bad = parseInts(*growth)
-		case "growth-events":
-			cfg.GrowthEvents = *growthEvents
-		case "commit-interval":
-			cfg.CommitInterval = *commit
-		case "gobench":
-			cfg.GoBench = *gobench
-		case "quiet-wait":
-			cfg.QuietWait = *quiet
-		}
-	})
-	if bad != nil {
-		fmt.Fprintln(os.Stderr, "swbench: --growth-users:", bad)
-		return 2
-	}
-	cfg.CPUProfile = *cpuprofile
-	for _, kv := range workerEnv {
-		if !strings.Contains(kv, "=") {
-			fmt.Fprintf(os.Stderr, "swbench: --worker-env %q: want KEY=VALUE\n", kv)
-			return 2
-		}
-	}
-	cfg.WorkerEnv = workerEnv
-	cfg.Progress = os.Stderr
-
-	rep, err := bench.Run(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "swbench:", err)
-		return 1
-	}
-	md := rep.Markdown()
-	fmt.Print(md)
-	if *out != "" {
-		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "swbench:", err)
-			return 1
-		}
-	}
-	if len(rep.Failures) > 0 {
-		fmt.Fprintf(os.Stderr, "swbench: %d measurements failed\n", len(rep.Failures))
-		return 1
-	}
-	return 0
-}
-
-func parseInts(s string) ([]int, error) {
-	ns := []int{}
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(strings.ReplaceAll(f, "_", ""))
-		if err != nil {
-			return nil, err
-		}
-		ns = append(ns, n)
-	}
-	return ns, nil
-}
-
-func joinInts(ns []int) string {
-	s := make([]string, len(ns))
-	for i, n := range ns {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, ",")
-}
-
-// multiFlag collects the values of a repeatable flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string { return strings.Join(*m, " ") }
-
-func (m *multiFlag) Set(v string) error {
-	*m = append(*m, v)
-	return nil
 }
