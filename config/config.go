@@ -152,6 +152,10 @@ type Outputs struct {
 // HTTP configures the metrics and health endpoint.
 type HTTP struct {
 	Addr string `yaml:"addr" doc:"Listen address of /metrics, /livez and /readyz, host:port (empty host: all interfaces)."`
+	// Pprof also serves the Go runtime profiles under /debug/pprof/ on
+	// the same address. Off by default: profiles reveal internals and cost
+	// CPU while taken.
+	Pprof bool `yaml:"pprof" doc:"Also serve Go runtime profiles under /debug/pprof/ on http.addr."`
 }
 
 // Log configures logging.

@@ -356,6 +356,7 @@ func TestContractKeys(t *testing.T) {
 		"milestones.every":              {"SW_MILESTONES_EVERY", "100"},
 		"milestones.thresholds":         {"SW_MILESTONES_THRESHOLDS", ""},
 		"http.addr":                     {"SW_HTTP_ADDR", ":9464"},
+		"http.pprof":                    {"SW_HTTP_PPROF", "false"},
 	}
 	got := map[string]KeyDoc{}
 	for _, k := range Keys() {

@@ -62,7 +62,7 @@ func TestFullFixture(t *testing.T) {
 			MinAverageRate: 0},
 		Milestones: Milestones{Every: 1000, Thresholds: []int{1, 10, 50}},
 		Outputs:    Outputs{CoalesceAggregates: false},
-		HTTP:       HTTP{Addr: "0.0.0.0:9100"},
+		HTTP:       HTTP{Addr: "0.0.0.0:9100", Pprof: true},
 		Log:        Log{Level: "debug", Format: "text"},
 		Shutdown:   Shutdown{Timeout: time.Minute},
 		Retry:      Retry{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 5 * time.Second},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,7 +114,11 @@ func Run(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus
 		return fmt.Errorf("http.addr %s: %w", c.HTTP.Addr, err)
 	}
 	log.Info("serving metrics and health", "addr", ln.Addr().String())
-	srv := &http.Server{Handler: Handler(reg, w.Ready), ReadHeaderTimeout: 5 * time.Second}
+	h := Handler(reg, w.Ready)
+	if c.HTTP.Pprof {
+		h = WithPprof(h)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -130,6 +135,19 @@ func Run(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus
 		return err
 	})
 	return g.Wait()
+}
+
+// WithPprof serves the runtime profiles of net/http/pprof under
+// /debug/pprof/ and everything else with h.
+func WithPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", h)
+	return mux
 }
 
 // NewRegistry returns a registry with the Go runtime and process collectors.
