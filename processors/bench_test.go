@@ -2,8 +2,12 @@ package processors
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/streamworker/streamworker/topics"
 )
 
 func benchApply(b *testing.B, step time.Duration) {
@@ -75,4 +79,73 @@ func BenchmarkStateUnmarshal(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(data)), "bytes")
+}
+
+// BenchmarkStateSnapshotAppendAggregated encodes the aggregated output of a
+// state through a Snapshot (map copies) into a reused buffer.
+func BenchmarkStateSnapshotAppendAggregated(b *testing.B) {
+	s := steadyState(b)
+	m := topics.MetaFor(event(0, t0), topics.AggregateID("u-1", "e-0"))
+	buf := make([]byte, 0, 4096)
+	for b.Loop() {
+		d := s.Snapshot("u-1")
+		buf = topics.AppendAggregated(buf[:0], m, &d)
+	}
+	b.ReportMetric(float64(len(buf)), "bytes")
+}
+
+// typicalState returns a user with 3 actions, 5 resources and 4 buckets.
+func typicalState(t testing.TB) State {
+	var s State
+	applyTypical(newProcessor(t, nil), &s)
+	if s.BucketCount() != 4 {
+		t.Fatalf("typical state has %d buckets", s.BucketCount())
+	}
+	return s
+}
+
+// applyTypical applies the events of typicalState to s.
+func applyTypical(p *Processor, s *State) {
+	for i := range 30 {
+		e := event(i, t0+int64(i)*130)
+		e.Data.Action = []string{"click", "view", "buy"}[i%3]
+		e.Data.Resource = []string{"/home", "/cart", "/product/42", "/search", "/checkout"}[i%5]
+		e.Sequence = int64(i + 1)
+		p.Apply(s, e)
+	}
+}
+
+// BenchmarkStateHeap reports the heap bytes a typical state holds (besides
+// the State struct itself), decoded from its binary form (as the state cache
+// loads it) and built by Apply.
+func BenchmarkStateHeap(b *testing.B) {
+	const n = 10_000
+	typ := typicalState(b)
+	data, _ := typ.MarshalBinary()
+	measure := func(build func(*State)) float64 {
+		states := make([]State, n)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range states {
+			build(&states[i])
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(states)
+		return float64(after.HeapAlloc-before.HeapAlloc) / n
+	}
+	p := newProcessor(b, nil)
+	var decoded, applied float64
+	for b.Loop() {
+		decoded = measure(func(s *State) {
+			if err := s.UnmarshalBinary(data); err != nil {
+				b.Fatal(err)
+			}
+		})
+		applied = measure(func(s *State) { applyTypical(p, s) })
+	}
+	b.ReportMetric(decoded, "heapB/decoded")
+	b.ReportMetric(applied, "heapB/applied")
+	b.ReportMetric(float64(unsafe.Sizeof(State{})), "structB")
 }
