@@ -1,37 +1,40 @@
 package dedupe
 
-import "encoding/binary"
-
 // Recent is a bounded in-memory set of recently applied (aggregate, event ID)
 // pairs of one partition, evicting the oldest entry first when full. It lets
 // the runtime drop a redelivered event without asking Redis; a miss proves
 // nothing (the authoritative marks are in Redis), so only add a pair once
 // its effect is durable.
 //
-// Contains, Add and Len are O(1); Contains does not allocate and Add
-// allocates one string per new pair. Recent is not safe for concurrent use:
-// it belongs to one partition's goroutine.
+// Contains, Add and Len are O(1) and do not allocate. Add keeps the strings
+// it is given rather than copying them, so they stay reachable until the
+// pair is evicted: pass strings the caller holds anyway (an aggregate's ID,
+// a decoded event ID), not views into a large or reused buffer. Recent is
+// not safe for concurrent use: it belongs to one partition's goroutine.
 type Recent struct {
-	set  map[string]struct{}
-	ring []string // insertion order; ring[next] is the oldest once full
+	set  map[pair]struct{}
+	ring []pair // insertion order; ring[next] is the oldest once full
 	next int
-	buf  []byte // scratch for lookups
 }
+
+// pair is the set's key. Comparing both strings keeps the set exact: two
+// distinct pairs never collide, whatever bytes the IDs contain, so a miss
+// is never reported as a hit (a false hit would drop an event).
+type pair struct{ agg, id string }
 
 // NewRecent returns a Recent that holds at most capacity pairs. A capacity
 // of zero or less holds nothing: Contains always reports false.
 func NewRecent(capacity int) *Recent {
 	capacity = max(capacity, 0)
 	return &Recent{
-		set:  make(map[string]struct{}, capacity),
-		ring: make([]string, 0, capacity),
+		set:  make(map[pair]struct{}, capacity),
+		ring: make([]pair, 0, capacity),
 	}
 }
 
 // Contains reports whether the pair (agg, id) is held.
 func (r *Recent) Contains(agg, id string) bool {
-	r.buf = appendPair(r.buf[:0], agg, id)
-	_, ok := r.set[string(r.buf)] // no allocation: the compiler converts in place
+	_, ok := r.set[pair{agg, id}]
 	return ok
 }
 
@@ -42,33 +45,26 @@ func (r *Recent) Add(agg, id string) {
 	if cap(r.ring) == 0 || r.Contains(agg, id) {
 		return
 	}
-	key := string(r.buf) // Contains left the pair in r.buf
+	p := pair{agg, id}
 	if len(r.ring) < cap(r.ring) {
-		r.ring = append(r.ring, key)
+		r.ring = append(r.ring, p)
 	} else {
 		delete(r.set, r.ring[r.next])
-		r.ring[r.next] = key
+		r.ring[r.next] = p
 		r.next = (r.next + 1) % len(r.ring)
 	}
-	r.set[key] = struct{}{}
+	r.set[p] = struct{}{}
 }
 
 // Len returns the number of pairs held.
 func (r *Recent) Len() int { return len(r.set) }
 
 // Reset forgets every pair and keeps the capacity, e.g. when the partition
-// is revoked and its events may be applied elsewhere.
+// is revoked and its events may be applied elsewhere. It drops its
+// references to the strings it was given.
 func (r *Recent) Reset() {
 	clear(r.set)
 	clear(r.ring)
 	r.ring = r.ring[:0]
 	r.next = 0
-}
-
-// appendPair encodes a pair as uvarint(len(agg)) + agg + id: the length
-// prefix keeps the encoding one-to-one whatever bytes the IDs contain.
-func appendPair(dst []byte, agg, id string) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(agg)))
-	dst = append(dst, agg...)
-	return append(dst, id...)
 }
