@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -86,34 +87,190 @@ const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 // FormatTime formats t as the outputs do: RFC 3339 in UTC with exactly three
 // fractional digits (milliseconds, truncated), e.g. 2026-11-22T10:00:00.123Z.
 func FormatTime(t time.Time) string {
-	return t.UTC().Format(timeLayout)
+	var buf [len(timeLayout) + 8]byte
+	return string(AppendTime(buf[:0], t))
 }
 
 // AppendTime appends FormatTime(t) to dst.
 func AppendTime(dst []byte, t time.Time) []byte {
+	if sec := t.Unix(); sec >= minFastMillis/1000 && sec <= maxFastMillis/1000 {
+		return appendMillis(dst, sec*1000+int64(t.Nanosecond()/1e6))
+	}
 	return t.UTC().AppendFormat(dst, timeLayout)
+}
+
+// The times of years 0000 to 9999, in Unix milliseconds, which appendMillis
+// formats itself; time.Format takes several times longer, and every output
+// writes at least one time.
+const (
+	minFastMillis = -62_167_219_200_000 // 0000-01-01T00:00:00.000Z
+	maxFastMillis = 253_402_300_799_999 // 9999-12-31T23:59:59.999Z
+)
+
+// appendMillis appends FormatTime(time.UnixMilli(ms)) to dst.
+func appendMillis(dst []byte, ms int64) []byte {
+	if ms < minFastMillis || ms > maxFastMillis {
+		return time.UnixMilli(ms).UTC().AppendFormat(dst, timeLayout)
+	}
+	const msPerDay = 86_400_000
+	days := ms / msPerDay
+	if ms%msPerDay < 0 {
+		days--
+	}
+	msOfDay := ms - days*msPerDay
+	year, month, day := civil(days)
+	b := [24]byte{4: '-', 7: '-', 10: 'T', 13: ':', 16: ':', 19: '.', 23: 'Z'}
+	put := func(i, v, width int) {
+		for j := i + width - 1; j >= i; j-- {
+			b[j] = byte('0' + v%10)
+			v /= 10
+		}
+	}
+	put(0, year, 4)
+	put(5, month, 2)
+	put(8, day, 2)
+	put(11, int(msOfDay/3_600_000), 2)
+	put(14, int(msOfDay/60_000%60), 2)
+	put(17, int(msOfDay/1000%60), 2)
+	put(20, int(msOfDay%1000), 3)
+	return append(dst, b[:]...)
+}
+
+// civil returns the proleptic Gregorian date of the day days after
+// 1970-01-01, for days in years 0 to 9999 (H. Hinnant's civil_from_days,
+// with eras of 400 years starting on March 1st).
+func civil(days int64) (year, month, day int) {
+	z := int(days) + 719_468 // days since 0000-03-01
+	era := z / 146_097
+	if z < 0 {
+		era = (z - 146_096) / 146_097
+	}
+	doe := z - era*146_097                                   // [0, 146096]
+	yoe := (doe - doe/1460 + doe/36_524 - doe/146_096) / 365 // [0, 399]
+	doy := doe - (365*yoe + yoe/4 - yoe/100)                 // [0, 365], from March 1st
+	mp := (5*doy + 2) / 153                                  // [0, 11], from March
+	day = doy - (153*mp+2)/5 + 1
+	month = mp + 3
+	if month > 12 {
+		month -= 12
+	}
+	year = yoe + era*400
+	if month <= 2 {
+		year++
+	}
+	return year, month, day
+}
+
+// Count is one key of a counts object (actions, resources) and its count.
+type Count struct {
+	Key string
+	N   int64
+}
+
+// AggregatedView is the data of a user.activity.aggregated output in the
+// form a user's state keeps it, which AppendAggregatedView encodes without
+// copying or sorting anything.
+type AggregatedView struct {
+	UserID        string
+	TotalActivity int64
+	// Actions and Resources are sorted by Key, each key once.
+	Actions, Resources []Count
+	// FirstActivityMillis and LastActivityMillis are Unix milliseconds,
+	// written as FormatTime does, or as "" while TotalActivity is 0 (a user
+	// that so far only advanced its sequence).
+	FirstActivityMillis, LastActivityMillis int64
+	LastSequence                            int64
 }
 
 // AppendAggregated appends the JSON user.activity.aggregated envelope of d to
 // dst. Map keys are sorted, so the output is byte-deterministic.
 func AppendAggregated(dst []byte, m OutputMeta, d *AggregatedData) []byte {
-	dst = appendHead(dst, TypeAggregated, &m)
-	dst = append(dst, `{"userId":`...)
-	dst = appendString(dst, d.UserID)
-	dst = append(dst, `,"totalActivity":`...)
-	dst = strconv.AppendInt(dst, d.TotalActivity, 10)
-	dst = append(dst, `,"actions":`...)
-	dst = appendCounts(dst, d.Actions)
-	dst = append(dst, `,"resources":`...)
-	dst = appendCounts(dst, d.Resources)
-	dst = append(dst, `,"firstActivityAt":`...)
+	var buf [32]Count
+	counts := buf[:0]
+	if n := len(d.Actions) + len(d.Resources); n > len(buf) {
+		counts = make([]Count, 0, n)
+	}
+	counts = appendSortedCounts(counts, d.Actions)
+	na := len(counts)
+	counts = appendSortedCounts(counts, d.Resources)
+	actions, resources := counts[:na], counts[na:]
+	dst = appendAggregatedHead(dst, &m, d.UserID, d.TotalActivity, actions, resources)
 	dst = appendString(dst, d.FirstActivityAt)
 	dst = append(dst, `,"lastActivityAt":`...)
 	dst = appendString(dst, d.LastActivityAt)
+	return appendAggregatedTail(dst, &m, d.LastSequence)
+}
+
+// AppendAggregatedView appends the JSON user.activity.aggregated envelope of
+// v to dst: the bytes AppendAggregated writes for the same data. It
+// allocates nothing when dst has room for the output and the little slack
+// its size estimate adds, which a buffer reused from earlier outputs has.
+func AppendAggregatedView(dst []byte, m OutputMeta, v *AggregatedView) []byte {
+	dst = appendAggregatedHead(dst, &m, v.UserID, v.TotalActivity, v.Actions, v.Resources)
+	dst = appendActivityTime(dst, v.FirstActivityMillis, v.TotalActivity > 0)
+	dst = append(dst, `,"lastActivityAt":`...)
+	dst = appendActivityTime(dst, v.LastActivityMillis, v.TotalActivity > 0)
+	return appendAggregatedTail(dst, &m, v.LastSequence)
+}
+
+// appendSortedCounts appends the entries of counts to dst, sorted by key.
+func appendSortedCounts(dst []Count, counts map[string]int64) []Count {
+	n := len(dst)
+	for k, c := range counts {
+		dst = append(dst, Count{k, c})
+	}
+	slices.SortFunc(dst[n:], func(a, b Count) int { return strings.Compare(a.Key, b.Key) })
+	return dst
+}
+
+// aggregatedFixedSize bounds the bytes of an aggregated output besides its
+// strings and counts: 309 of names, punctuation and the timestamp, two
+// activity times of 24, two int64 numbers of up to 20 and the traceId name.
+const aggregatedFixedSize = 309 + 2*24 + 2*20 + len(`,"traceId":""`)
+
+// appendAggregatedHead reserves room for the whole aggregated output, so that
+// a fresh or short dst grows once rather than at every append, then appends
+// it up to and including `"firstActivityAt":`. The estimate counts strings
+// unescaped and counts of up to 4 digits: a rarer output may grow once more.
+func appendAggregatedHead(dst []byte, m *OutputMeta, userID string, total int64, actions, resources []Count) []byte {
+	n := aggregatedFixedSize + len(m.ID) + len(m.AggregateID) + len(m.CorrelationID) + len(m.CausationID) +
+		len(m.TraceID) + len(userID)
+	for _, c := range actions {
+		n += len(c.Key) + len(`"":9999,`)
+	}
+	for _, c := range resources {
+		n += len(c.Key) + len(`"":9999,`)
+	}
+	dst = slices.Grow(dst, n)
+	dst = appendHead(dst, TypeAggregated, m)
+	dst = append(dst, `{"userId":`...)
+	dst = appendString(dst, userID)
+	dst = append(dst, `,"totalActivity":`...)
+	dst = strconv.AppendInt(dst, total, 10)
+	dst = append(dst, `,"actions":`...)
+	dst = appendCounts(dst, actions)
+	dst = append(dst, `,"resources":`...)
+	dst = appendCounts(dst, resources)
+	return append(dst, `,"firstActivityAt":`...)
+}
+
+// appendAggregatedTail appends the rest of an aggregated output after the
+// lastActivityAt value.
+func appendAggregatedTail(dst []byte, m *OutputMeta, lastSequence int64) []byte {
 	dst = append(dst, `,"lastSequence":`...)
-	dst = strconv.AppendInt(dst, d.LastSequence, 10)
+	dst = strconv.AppendInt(dst, lastSequence, 10)
 	dst = append(dst, '}')
-	return appendTail(dst, &m)
+	return appendTail(dst, m)
+}
+
+// appendActivityTime appends the time ms as a JSON string when valid, else
+// "".
+func appendActivityTime(dst []byte, ms int64, valid bool) []byte {
+	dst = append(dst, '"')
+	if valid {
+		dst = appendMillis(dst, ms)
+	}
+	return append(dst, '"')
 }
 
 // AppendMilestone appends the JSON user.milestone.reached envelope of d to dst.
@@ -196,28 +353,16 @@ func appendTail(dst []byte, m *OutputMeta) []byte {
 	return append(dst, "}}"...)
 }
 
-// appendCounts appends counts as a JSON object with sorted keys.
-func appendCounts(dst []byte, counts map[string]int64) []byte {
-	if len(counts) == 0 {
-		return append(dst, "{}"...)
-	}
-	var buf [32]string
-	keys := buf[:0]
-	if len(counts) > len(buf) {
-		keys = make([]string, 0, len(counts))
-	}
-	for k := range counts {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+// appendCounts appends counts, in their order, as a JSON object.
+func appendCounts(dst []byte, counts []Count) []byte {
 	dst = append(dst, '{')
-	for i, k := range keys {
+	for i, c := range counts {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, k)
+		dst = appendString(dst, c.Key)
 		dst = append(dst, ':')
-		dst = strconv.AppendInt(dst, counts[k], 10)
+		dst = strconv.AppendInt(dst, c.N, 10)
 	}
 	return append(dst, '}')
 }

@@ -3,7 +3,12 @@ package topics_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -209,5 +214,163 @@ func TestMetaFor(t *testing.T) {
 	e.Metadata.CorrelationID = ""
 	if m := topics.MetaFor(&e, "x"); m.CorrelationID != e.ID {
 		t.Fatalf("without a correlation ID: CorrelationID %q, want the event ID", m.CorrelationID)
+	}
+}
+
+// refFormatTime is FormatTime as time.Format writes it: the reference for the
+// hand-written formatter.
+func refFormatTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+func TestFormatTimeMatchesTimeFormat(t *testing.T) {
+	const clamp = 1 << 50 // the processors' bound on event times, in ms
+	msOf := func(y int, mo time.Month, d, h, mi, s, ms int) int64 {
+		return time.Date(y, mo, d, h, mi, s, ms*1e6, time.UTC).UnixMilli()
+	}
+	edges := []int64{
+		0, -1, 1, 999, -999, -1000, -1001, clamp, -clamp, clamp - 1, -clamp + 1,
+		msOf(0, 1, 1, 0, 0, 0, 0), msOf(0, 1, 1, 0, 0, 0, 0) - 1, msOf(-1, 12, 31, 23, 59, 59, 999),
+		msOf(9999, 12, 31, 23, 59, 59, 999), msOf(9999, 12, 31, 23, 59, 59, 999) + 1,
+		msOf(0, 2, 29, 12, 0, 0, 1), msOf(0, 3, 1, 0, 0, 0, 0), msOf(1900, 2, 28, 23, 59, 59, 999), msOf(1900, 3, 1, 0, 0, 0, 0),
+		msOf(2000, 2, 29, 0, 0, 0, 0), msOf(2400, 2, 29, 0, 0, 0, 0), msOf(1969, 12, 31, 23, 59, 59, 999),
+		msOf(1, 1, 1, 0, 0, 0, 0), msOf(-400, 3, 1, 0, 0, 0, 0), msOf(10000, 1, 1, 0, 0, 0, 0), msOf(-35000, 6, 1, 0, 0, 0, 0),
+	}
+	check := func(ms int64) {
+		t.Helper()
+		want := refFormatTime(time.UnixMilli(ms))
+		if got := topics.FormatTime(time.UnixMilli(ms)); got != want {
+			t.Fatalf("FormatTime(UnixMilli(%d)) = %s, want %s", ms, got, want)
+		}
+	}
+	for _, ms := range edges {
+		check(ms)
+	}
+	// The days around the end of February of every year 0 to 9999, about
+	// every other day of those years, all at random times of day; then
+	// random times over the whole clamp.
+	r := rand.New(rand.NewPCG(5, 6))
+	timeOfDay := func() int64 { return r.Int64N(86_400_000) }
+	for y := range 10_000 {
+		for _, d := range []int{28, 29, 30} { // February 30 is March 1 or 2
+			check(msOf(y, 2, d, 0, 0, 0, 0) + timeOfDay())
+		}
+	}
+	for day := int64(-719_528); day <= 2_932_896; day += 1 + r.Int64N(3) {
+		check(day*86_400_000 + timeOfDay())
+	}
+	for range 100_000 {
+		check(r.Int64N(2*clamp+1) - clamp)
+	}
+	// Times with nanoseconds and zones, and ones beyond the millisecond
+	// range of int64.
+	for _, tt := range []time.Time{
+		time.Date(1, 1, 1, 0, 0, 0, 999_999, time.FixedZone("x", -3600)),
+		time.Date(-3, 2, 28, 23, 0, 0, 1, time.FixedZone("y", 7200)),
+		time.Date(2026, 11, 22, 10, 0, 0, 999_999_999, time.FixedZone("z", 3600*14)),
+		time.Date(300_000_000, 1, 1, 0, 0, 0, 5e6, time.UTC),
+		time.Date(-300_000_000, 1, 1, 0, 0, 0, 5e6, time.UTC),
+	} {
+		if got, want := topics.FormatTime(tt), refFormatTime(tt); got != want {
+			t.Errorf("FormatTime(%v) = %s, want %s", tt, got, want)
+		}
+	}
+}
+
+// randomView returns a random aggregated view and the AggregatedData that
+// Snapshot would make of the same user: nasty strings as keys and IDs, empty
+// and large count sets, TotalActivity 0, times anywhere in the processors'
+// clamp.
+func randomView(r *rand.Rand) (topics.OutputMeta, topics.AggregatedView, topics.AggregatedData) {
+	pick := func() string {
+		if r.IntN(3) == 0 {
+			return nasty[r.IntN(len(nasty))]
+		}
+		return "/k/" + strconv.Itoa(r.IntN(100))
+	}
+	counts := func() ([]topics.Count, map[string]int64) {
+		m := map[string]int64{}
+		for range []int{0, 1, 3, 40}[r.IntN(4)] {
+			m[pick()] = []int64{1, r.Int64N(1000), math.MaxInt64}[r.IntN(3)]
+		}
+		return appendSorted(m), m
+	}
+	ms := func() int64 {
+		if r.IntN(4) == 0 {
+			return []int64{0, -1, 1 << 50, -(1 << 50), -62_167_219_200_001, 253_402_300_800_000}[r.IntN(6)]
+		}
+		return r.Int64N(1<<51+1) - 1<<50
+	}
+	m := topics.OutputMeta{
+		ID: topics.AggregateID(pick(), pick()), AggregateID: pick(), Time: time.UnixMilli(ms()).Add(time.Duration(r.IntN(1e6))),
+		CorrelationID: pick(), CausationID: pick(),
+	}
+	if r.IntN(2) == 0 {
+		m.TraceID = pick()
+	}
+	v := topics.AggregatedView{UserID: pick(), TotalActivity: []int64{0, 1, r.Int64N(1 << 40)}[r.IntN(3)],
+		FirstActivityMillis: ms(), LastActivityMillis: ms(), LastSequence: r.Int64N(1 << 62)}
+	var d topics.AggregatedData
+	v.Actions, d.Actions = counts()
+	v.Resources, d.Resources = counts()
+	d.UserID, d.TotalActivity, d.LastSequence = v.UserID, v.TotalActivity, v.LastSequence
+	if v.TotalActivity == 0 {
+		v.Actions, d.Actions, v.Resources, d.Resources = nil, map[string]int64{}, nil, map[string]int64{}
+	} else {
+		d.FirstActivityAt = topics.FormatTime(time.UnixMilli(v.FirstActivityMillis))
+		d.LastActivityAt = topics.FormatTime(time.UnixMilli(v.LastActivityMillis))
+	}
+	return m, v, d
+}
+
+// appendSorted returns the entries of m sorted by key.
+func appendSorted(m map[string]int64) []topics.Count {
+	var out []topics.Count
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, topics.Count{Key: k, N: m[k]})
+	}
+	return out
+}
+
+func TestAppendAggregatedViewMatchesAppendAggregated(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := range 3000 {
+		m, v, d := randomView(r)
+		prefix := []byte("prefix")
+		want := topics.AppendAggregated(bytes.Clone(prefix), m, &d)
+		got := topics.AppendAggregatedView(bytes.Clone(prefix), m, &v)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("case %d (%+v):\ngot  %s\nwant %s", i, v, got, want)
+		}
+		if !json.Valid(got[len(prefix):]) {
+			t.Fatalf("case %d: invalid JSON %s", i, got)
+		}
+		if i%100 == 0 {
+			if ref := encodingJSON(t, topics.TypeAggregated, m, d); !bytes.Equal(got[len(prefix):], ref) {
+				t.Fatalf("case %d: differs from encoding/json:\ngot  %s\nwant %s", i, got, ref)
+			}
+		}
+	}
+}
+
+func TestAppendAggregatedViewAllocations(t *testing.T) {
+	m := topics.OutputMeta{ID: topics.AggregateID("u-42", "evt-1"), AggregateID: "u-42", Time: time.UnixMilli(1_795_000_000_123),
+		CorrelationID: "corr-1", CausationID: "evt-1", TraceID: "trace-1"}
+	v := topics.AggregatedView{UserID: "u-42", TotalActivity: 1234, Actions: []topics.Count{{"click", 1000}, {"view", 234}},
+		FirstActivityMillis: 1_795_000_000_000, LastActivityMillis: 1_795_000_000_123, LastSequence: 1234}
+	for i := range 1000 {
+		v.Resources = append(v.Resources, topics.Count{Key: fmt.Sprintf("/page/%04d", i), N: int64(i + 1)})
+	}
+	buf := make([]byte, 0, 64<<10)
+	if n := testing.AllocsPerRun(100, func() { buf = topics.AppendAggregatedView(buf[:0], m, &v) }); n != 0 {
+		t.Errorf("into a buffer with room: %v allocations, want 0", n)
+	}
+	// Into nil or a short buffer the output is sized up front: one
+	// allocation, not one per doubling.
+	for _, res := range [][]topics.Count{nil, v.Resources[:5], v.Resources} {
+		v.Resources = res
+		if n := testing.AllocsPerRun(100, func() { buf = topics.AppendAggregatedView(make([]byte, 0, 8), m, &v) }); n != 2 {
+			t.Errorf("%d resources into a short buffer: %v allocations, want 2 (the buffer and its one growth)", len(res), n)
+		}
 	}
 }
