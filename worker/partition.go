@@ -15,6 +15,7 @@ import (
 	"github.com/streamworker/streamworker/dedupe"
 	"github.com/streamworker/streamworker/processors"
 	"github.com/streamworker/streamworker/sequencing"
+	"github.com/streamworker/streamworker/state"
 	"github.com/streamworker/streamworker/topics"
 )
 
@@ -91,13 +92,17 @@ type aggregate struct {
 	loaded  bool
 	st      processors.State
 
+	key []byte // id as bytes: the key of every output record, shared by them
+
 	// per batch
 	touched bool
 	marks   []string
 	last    *pending // last event applied in this batch
 }
 
-// batchState is the work of one batch; it is reused between batches.
+// batchState is the work of one batch; it is reused between batches, and
+// so are the memory of its output records and values: the client holds
+// them only until ProduceSync returns.
 type batchState struct {
 	items    []pending
 	aggs     []*aggregate // aggregates touched or loaded in this batch
@@ -105,7 +110,47 @@ type batchState struct {
 	outTimes []time.Time // input record timestamps, for end-to-end latency
 	dlqCount map[string]int
 	n        tally
+
+	// vals holds the encoded values of the batch's outputs back to back;
+	// valEnd[i] is where out[i]'s value ends in it, or -1 when out[i]
+	// carries its own value (a DLQ record). Values are sliced from vals
+	// once the batch is complete (it moves while it grows).
+	vals   []byte
+	valEnd []int
+	slabs  recordSlabs
+	// states holds the binary states of the batch's writes back to back,
+	// stateEnd where each ends.
+	states   []byte
+	stateEnd []int
+	writes   []state.Write
+	owners   []*aggregate
 }
+
+// recordSlabs hands out output records from fixed-size chunks, reused
+// from batch to batch, so that a batch's outputs cost no allocation once
+// the chunks exist. A chunk never grows, so the records keep their
+// addresses while the client holds them.
+type recordSlabs struct {
+	chunks [][]kgo.Record
+	used   int // records handed out in this batch
+}
+
+const slabSize = 256
+
+func (s *recordSlabs) next() *kgo.Record {
+	c, i := s.used/slabSize, s.used%slabSize
+	if c == len(s.chunks) {
+		s.chunks = append(s.chunks, make([]kgo.Record, slabSize))
+	}
+	s.used++
+	r := &s.chunks[c][i]
+	*r = kgo.Record{}
+	return r
+}
+
+// reset makes every record available again; call it only once the client
+// is done with them.
+func (s *recordSlabs) reset() { s.used = 0 }
 
 // tally counts what a batch did; it reaches the metrics only once the batch
 // is done, so a batch run again after a failure is counted once.
@@ -358,6 +403,8 @@ func (p *partition) resetBatch() {
 	clear(b.out)
 	b.out = b.out[:0]
 	b.outTimes = b.outTimes[:0]
+	b.vals, b.valEnd = b.vals[:0], b.valEnd[:0]
+	b.slabs.reset()
 	clear(b.dlqCount)
 	b.n = tally{}
 }
@@ -527,19 +574,22 @@ func (p *partition) apply(a *aggregate, it *pending) {
 		p.b.n.stale++
 	}
 	names := &p.w.opts.Topics
+	b := &p.b
 	if count := eff.Milestone; count > 0 {
 		d := topics.MilestoneData{UserID: a.id, Milestone: "activity", Count: count}
 		meta := topics.MetaFor(&it.ev, topics.MilestoneID(a.id, count))
-		p.output(names.Milestones, it, topics.AppendMilestone(nil, meta, &d))
-		p.b.n.milestones++
+		b.vals = topics.AppendMilestone(b.vals, meta, &d)
+		p.output(names.Milestones, it)
+		b.n.milestones++
 	}
 	if eff.Anomaly != nil {
 		meta := topics.MetaFor(&it.ev, topics.AnomalyID(a.id, it.ev.ID))
-		p.output(names.Anomalies, it, topics.AppendAnomaly(nil, meta, eff.Anomaly))
+		b.vals = topics.AppendAnomaly(b.vals, meta, eff.Anomaly)
+		p.output(names.Anomalies, it)
 		if eff.Anomaly.Severity == processors.SeverityCritical {
-			p.b.n.anomalies[1]++
+			b.n.anomalies[1]++
 		} else {
-			p.b.n.anomalies[0]++
+			b.n.anomalies[0]++
 		}
 	}
 	if !p.w.opts.CoalesceAggregates {
@@ -580,7 +630,8 @@ func (p *partition) giveUp(a *aggregate, now time.Time) {
 	first, _ := p.pop(a)
 	d := topics.GapData{AggregateID: a.id, Expected: expected, ResumedAt: lowest, Skipped: lowest - expected}
 	meta := topics.MetaFor(&first.ev, topics.GapID(a.id, expected, lowest))
-	p.output(p.w.opts.Topics.Gaps, first, topics.AppendGap(nil, meta, &d))
+	p.b.vals = topics.AppendGap(p.b.vals, meta, &d)
+	p.output(p.w.opts.Topics.Gaps, first)
 	p.b.n.gaps++
 	p.w.log.Info("sequence gap given up", "partition", p.id, "aggregate", a.id,
 		"expected", expected, "resumed_at", lowest, "offset", first.rec.Offset, "event_id", first.ev.ID)
@@ -606,17 +657,39 @@ func (p *partition) expireGaps(now time.Time) {
 func (p *partition) emitAggregate(a *aggregate, it *pending) {
 	d := a.st.Snapshot(a.id)
 	meta := topics.MetaFor(&it.ev, topics.AggregateID(a.id, it.ev.ID))
-	p.output(p.w.opts.Topics.Aggregates, it, topics.AppendAggregated(nil, meta, &d))
+	p.b.vals = topics.AppendAggregated(p.b.vals, meta, &d)
+	p.output(p.w.opts.Topics.Aggregates, it)
 }
 
-// output queues one output record caused by it.
-func (p *partition) output(topic string, it *pending, value []byte) {
-	r := &kgo.Record{Topic: topic, Key: []byte(it.ev.AggregateID), Value: value}
+// output queues one output record caused by it, whose value was just
+// appended to the batch's vals.
+func (p *partition) output(topic string, it *pending) {
+	b := &p.b
+	a := it.agg
+	if a.key == nil {
+		a.key = []byte(a.id)
+	}
+	r := b.slabs.next()
+	r.Topic, r.Key = topic, a.key
 	if it.ev.TraceParent != "" {
 		r.Headers = []kgo.RecordHeader{{Key: "traceparent", Value: []byte(it.ev.TraceParent)}}
 	}
-	p.b.out = append(p.b.out, r)
-	p.b.outTimes = append(p.b.outTimes, it.rec.Timestamp)
+	b.out = append(b.out, r)
+	b.valEnd = append(b.valEnd, len(b.vals))
+	b.outTimes = append(b.outTimes, it.rec.Timestamp)
+}
+
+// sliceValues points every output record at its value in vals, now that
+// vals no longer moves.
+func (b *batchState) sliceValues() {
+	start := 0
+	for i, end := range b.valEnd {
+		if end < 0 {
+			continue
+		}
+		b.out[i].Value = b.vals[start:end:end]
+		start = end
+	}
 }
 
 // dlq queues the original record for the dead-letter topic with the reason;
@@ -633,6 +706,7 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 		kgo.RecordHeader{Key: "dlq.offset", Value: []byte(itoa(r.Offset))},
 	)
 	p.b.out = append(p.b.out, &kgo.Record{Topic: p.w.opts.Topics.DLQ, Key: r.Key, Value: r.Value, Headers: hs})
+	p.b.valEnd = append(p.b.valEnd, -1)
 	p.b.outTimes = append(p.b.outTimes, r.Timestamp)
 	p.b.dlqCount[reason]++
 	p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", eventID,
@@ -647,6 +721,7 @@ func (p *partition) produce() error {
 	if len(b.out) == 0 {
 		return nil
 	}
+	b.sliceValues()
 	todo := b.out
 	for attempt := 0; ; attempt++ {
 		results := p.w.cl.ProduceSync(p.ctx, todo...)

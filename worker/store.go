@@ -41,21 +41,29 @@ func (p *partition) fetch(aggs []string, marks []stateMark) ([]state.Snapshot, [
 // after the batch's outputs are acknowledged.
 func (p *partition) persist() error {
 	b := &p.b
-	var writes []state.Write
-	var owners []*aggregate
+	// The states go back to back into one reused buffer; each write's Data
+	// is sliced from it once it no longer moves.
+	b.states, b.stateEnd, b.writes, b.owners = b.states[:0], b.stateEnd[:0], b.writes[:0], b.owners[:0]
 	for _, a := range b.aggs {
 		if !a.touched {
 			continue
 		}
-		data, err := a.st.MarshalBinary()
-		if err != nil {
+		var err error
+		if b.states, err = a.st.AppendBinary(b.states); err != nil {
 			return err
 		}
-		writes = append(writes, state.Write{Aggregate: a.id, Expect: a.version, Data: data, Marks: a.marks})
-		owners = append(owners, a)
+		b.writes = append(b.writes, state.Write{Aggregate: a.id, Expect: a.version, Marks: a.marks})
+		b.owners = append(b.owners, a)
+		b.stateEnd = append(b.stateEnd, len(b.states))
 	}
-	if len(writes) == 0 {
+	if len(b.writes) == 0 {
 		return nil
+	}
+	writes, owners := b.writes, b.owners
+	start := 0
+	for i, end := range b.stateEnd {
+		writes[i].Data = b.states[start:end:end]
+		start = end
 	}
 	for attempt := 0; ; attempt++ {
 		outcomes, err := p.w.store.Commit(p.ctx, writes)
