@@ -70,6 +70,13 @@ type Config struct {
 	// under the CPU profiler, writing the profile to this file, and
 	// measures allocations per event.
 	CPUProfile string
+	// WorkerProfiles, when set, is a directory that receives profiles of
+	// every pipeline run's worker child (served with http.pprof): a CPU
+	// profile of its first ProfileFor after the start, and its heap (in
+	// use as of the last GC, and allocations) once drained, each named
+	// after the run's consumer group.
+	WorkerProfiles string
+	ProfileFor     time.Duration
 	// GoBench runs the Go micro-benchmarks of the hot path.
 	GoBench bool
 	// QuietWait is the longest time to wait, before each measurement,
@@ -210,7 +217,8 @@ func (b *bencher) group(kind string) string {
 // workerEnv returns the environment of a worker child on cluster c.
 func (b *bencher) workerEnv(c *cluster, group string) workerEnv {
 	return workerEnv{bin: b.worker, dir: b.dir, seeds: c.seeds, names: c.names, group: group,
-		redis: b.redis.addr, commitIv: b.cfg.CommitInterval, http: b.http, extra: b.cfg.WorkerEnv}
+		redis: b.redis.addr, commitIv: b.cfg.CommitInterval, http: b.http, extra: b.cfg.WorkerEnv,
+		pprof: b.cfg.WorkerProfiles != ""}
 }
 
 func (b *bencher) logf(format string, args ...any) {

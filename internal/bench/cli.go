@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Main runs the benchmark command line (cmd/swbench) with args and returns
@@ -30,6 +31,8 @@ func Main(ctx context.Context, args []string) int {
 	quiet := fs.Duration("quiet-wait", d.QuietWait, "before each measurement, wait up to this long for other processes to go quiet (0: do not wait; off with --quick unless set)")
 	var workerEnv multiFlag
 	fs.Var(&workerEnv, "worker-env", "extra KEY=VALUE environment of the worker children, e.g. SW_STATE_CACHE_SIZE=50000 or GOMEMLIMIT=300MiB (repeatable)")
+	profiles := fs.String("worker-profiles", "", "write CPU (first --profile-for) and heap profiles of every pipeline run's worker into this directory")
+	profileFor := fs.Duration("profile-for", 5*time.Second, "duration of the worker CPU profiles")
 	gobench := fs.Bool("gobench", d.GoBench, "run the Go micro-benchmarks of the hot path (off with --quick unless set)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -71,6 +74,7 @@ func Main(ctx context.Context, args []string) int {
 		return 2
 	}
 	cfg.CPUProfile = *cpuprofile
+	cfg.WorkerProfiles, cfg.ProfileFor = *profiles, *profileFor
 	for _, kv := range workerEnv {
 		if !strings.Contains(kv, "=") {
 			fmt.Fprintf(os.Stderr, "swbench: --worker-env %q: want KEY=VALUE\n", kv)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -196,6 +198,7 @@ func (b *bencher) pipeline(ctx context.Context, users, events int) (drainResult,
 		return drainResult{}, err
 	}
 	defer w.stop(stopTimeout)
+	cpuProfile := b.profileWorker(ctx, w, group)
 	meter := startCPU(map[string]int{"worker": w.pid(), "redis-server": b.redis.pid(), "bench (kfake)": os.Getpid()})
 	var first time.Duration
 	end, err := c.waitDrained(ctx, group, ends, drainTimeout, func() error {
@@ -226,8 +229,48 @@ func (b *bencher) pipeline(ctx context.Context, users, events int) (drainResult,
 	r.workerBatches = mfs.value("streamworker_batch_duration_seconds", nil)
 	r.outputs = mfs.value("streamworker_outputs_total", nil)
 	r.kpromBatches, r.kpromHas = mfs.sum("streamworker_kafka_produce_batches_total", nil)
+	if err := cpuProfile(); err != nil {
+		return drainResult{}, err
+	}
 	if err := w.stop(stopTimeout); err != nil {
 		return drainResult{}, w.failed(fmt.Errorf("bench: worker did not drain cleanly: %w", err))
 	}
 	return r, nil
+}
+
+// profileWorker starts a CPU profile of w when worker profiles are asked
+// for; the returned function waits for it and saves the heap profiles.
+func (b *bencher) profileWorker(ctx context.Context, w *workerProc, group string) func() error {
+	dir := b.cfg.WorkerProfiles
+	if dir == "" {
+		return func() error { return nil }
+	}
+	path := func(kind string) string { return filepath.Join(dir, group+"."+kind+".pprof") }
+	secs := max(int(b.cfg.ProfileFor.Seconds()), 1)
+	done := make(chan error, 1)
+	go func() {
+		// The worker's HTTP server starts after it connects; retry
+		// until it answers.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := w.saveProfile(ctx, "profile", "seconds="+strconv.Itoa(secs), path("cpu"))
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				done <- err
+				return
+			}
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return func() error {
+		if err := <-done; err != nil {
+			return err
+		}
+		if err := w.saveProfile(ctx, "heap", "", path("heap")); err != nil {
+			return err
+		}
+		return w.saveProfile(ctx, "allocs", "", path("allocs"))
+	}
 }

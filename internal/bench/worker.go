@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -47,6 +48,7 @@ func buildWorker(ctx context.Context, root, dir string) (string, error) {
 // workerProc is a `streamworker run` child process.
 type workerProc struct {
 	cmd     *exec.Cmd
+	base    string // http://host:port
 	metrics string // URL of /metrics
 	ready   string // URL of /readyz
 	logPath string
@@ -67,6 +69,7 @@ type workerEnv struct {
 	commitIv time.Duration
 	http     *http.Client
 	extra    []string // more KEY=VALUE entries, last
+	pprof    bool     // serve /debug/pprof/
 }
 
 // startWorker starts `streamworker run` with the SW_* environment of e on a
@@ -78,6 +81,7 @@ func startWorker(e workerEnv) (*workerProc, error) {
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	w := &workerProc{
+		base:    "http://" + addr,
 		metrics: "http://" + addr + "/metrics",
 		ready:   "http://" + addr + "/readyz",
 		logPath: filepath.Join(e.dir, e.group+".log"),
@@ -104,6 +108,7 @@ func startWorker(e workerEnv) (*workerProc, error) {
 		"SW_REDIS_KEY_PREFIX=sw",
 		"SW_HTTP_ADDR="+addr,
 		"SW_LOG_LEVEL=info",
+		"SW_HTTP_PPROF="+strconv.FormatBool(e.pprof),
 	)
 	w.cmd.Env = append(w.cmd.Env, e.extra...)
 	w.cmd.Stdout, w.cmd.Stderr = w.log, w.log
@@ -195,4 +200,31 @@ func (w *workerProc) failed(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w (worker log: %s)", err, f.Name())
+}
+
+// saveProfile writes the worker's /debug/pprof/<name>?<query> to path.
+// The request's own timeout must cover a CPU profile's duration, so it
+// uses a plain client bounded by ctx only.
+func (w *workerProc) saveProfile(ctx context.Context, name, query, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.base+"/debug/pprof/"+name+"?"+query, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("bench: worker profile %s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("bench: worker profile %s: %s", name, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
