@@ -94,6 +94,18 @@ func BenchmarkStateSnapshotAppendAggregated(b *testing.B) {
 	b.ReportMetric(float64(len(buf)), "bytes")
 }
 
+// BenchmarkStateAppendAggregated encodes the aggregated output of a state
+// straight from the state into a reused buffer, as the worker does.
+func BenchmarkStateAppendAggregated(b *testing.B) {
+	s := steadyState(b)
+	m := topics.MetaFor(event(0, t0), topics.AggregateID("u-1", "e-0"))
+	buf := make([]byte, 0, 4096)
+	for b.Loop() {
+		buf = s.AppendAggregated(buf[:0], m, "u-1")
+	}
+	b.ReportMetric(float64(len(buf)), "bytes")
+}
+
 // typicalState returns a user with 3 actions, 5 resources and 4 buckets.
 func typicalState(t testing.TB) State {
 	var s State

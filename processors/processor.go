@@ -74,8 +74,8 @@ type Effects struct {
 // returns the outputs it causes. It does not look at e.Type or at
 // e.AggregateID except as the anomaly's userId. In order:
 //
-// Aggregation (§5.1). TotalActivity grows by one; Actions[e.Data.Action] and
-// Resources[e.Data.Resource] grow by one when non-empty (resources capped, see
+// Aggregation (§5.1). TotalActivity grows by one; the counts of e.Data.Action
+// and of e.Data.Resource grow by one when non-empty (resources capped, see
 // OtherResource); the first/last activity times become the min/max event
 // time; LastSequence becomes e.Sequence when it is > 0. The event time t is
 // e.Time truncated to the millisecond.
@@ -104,10 +104,7 @@ func (p *Processor) Apply(s *State, e *topics.Event) Effects {
 	// Aggregation.
 	s.TotalActivity++
 	if a := e.Data.Action; a != "" {
-		if s.Actions == nil {
-			s.Actions = make(map[string]int64)
-		}
-		s.Actions[a]++
+		s.actions = countKey(s.actions, a)
 	}
 	if r := e.Data.Resource; r != "" {
 		c.countResource(s, r)
@@ -191,24 +188,22 @@ func (c *compiled) evaluate(s *State, t, wc int64, userID string) *topics.Anomal
 
 // countResource counts one event of resource r (non-empty) under the cap.
 func (c *compiled) countResource(s *State, r string) {
-	if s.Resources == nil {
-		s.Resources = make(map[string]int64)
-	}
 	if r != OtherResource {
-		if n, ok := s.Resources[r]; ok {
-			s.Resources[r] = n + 1
+		i, ok := find(s.resources, r)
+		if ok {
+			s.resources[i].N++
 			return
 		}
-		distinct := len(s.Resources)
-		if _, ok := s.Resources[OtherResource]; ok {
+		distinct := len(s.resources)
+		if _, ok := find(s.resources, OtherResource); ok {
 			distinct--
 		}
 		if distinct < c.maxResources {
-			s.Resources[r] = 1
+			s.resources = insertKey(s.resources, i, r)
 			return
 		}
 	}
-	s.Resources[OtherResource]++
+	s.resources = countKey(s.resources, OtherResource)
 }
 
 // milestone returns total if it is a milestone, else 0.

@@ -3,7 +3,6 @@ package processors
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"reflect"
 	"slices"
@@ -260,11 +259,17 @@ func TestAggregation(t *testing.T) {
 	if s.TotalActivity != 4 {
 		t.Errorf("TotalActivity = %d, want 4", s.TotalActivity)
 	}
-	if want := map[string]int64{"click": 2, "view": 1}; !maps.Equal(s.Actions, want) {
-		t.Errorf("Actions = %v, want %v", s.Actions, want)
+	if want := []topics.Count{{Key: "click", N: 2}, {Key: "view", N: 1}}; !slices.Equal(s.Actions(), want) {
+		t.Errorf("Actions = %v, want %v", s.Actions(), want)
 	}
-	if want := map[string]int64{"/a": 2, "/b": 1}; !maps.Equal(s.Resources, want) {
-		t.Errorf("Resources = %v, want %v", s.Resources, want)
+	if want := []topics.Count{{Key: "/a", N: 2}, {Key: "/b", N: 1}}; !slices.Equal(s.Resources(), want) {
+		t.Errorf("Resources = %v, want %v", s.Resources(), want)
+	}
+	if s.Action("click") != 2 || s.Action("view") != 1 || s.Action("buy") != 0 || s.Action("") != 0 {
+		t.Errorf("Action(click, view, buy, \"\") = %d, %d, %d, %d; want 2, 1, 0, 0", s.Action("click"), s.Action("view"), s.Action("buy"), s.Action(""))
+	}
+	if s.Resource("/a") != 2 || s.Resource("/b") != 1 || s.Resource("/0") != 0 || s.Resource("/z") != 0 {
+		t.Errorf("Resource(/a, /b, /0, /z) = %d, %d, %d, %d; want 2, 1, 0, 0", s.Resource("/a"), s.Resource("/b"), s.Resource("/0"), s.Resource("/z"))
 	}
 	if s.FirstActivityMillis != t0+999 || s.LastActivityMillis != t0+9_000 {
 		t.Errorf("first, last = %d, %d; want %d, %d", s.FirstActivityMillis, s.LastActivityMillis, t0+999, t0+9_000)
@@ -286,7 +291,8 @@ func TestAggregation(t *testing.T) {
 		t.Errorf("Snapshot = %+v, want %+v", got, want)
 	}
 	got.Actions["click"] = 100
-	if s.Actions["click"] != 2 {
+	got.Resources["/c"] = 1
+	if s.Action("click") != 2 || len(s.Resources()) != 2 {
 		t.Error("Snapshot shares its maps with the state")
 	}
 }
@@ -341,29 +347,30 @@ func TestResourceCap(t *testing.T) {
 	for i := range 1000 {
 		apply(fmt.Sprintf("/r/%d", i))
 	}
-	if len(s.Resources) != 1001 || s.Resources[OtherResource] != 1 {
-		t.Fatalf("after 1000 distinct: %d keys, _other = %d", len(s.Resources), s.Resources[OtherResource])
+	if len(s.Resources()) != 1001 || s.Resource(OtherResource) != 1 {
+		t.Fatalf("after 1000 distinct: %d keys, _other = %d", len(s.Resources()), s.Resource(OtherResource))
 	}
 	apply("/r/1000") // the 1001st distinct resource
 	apply("/r/1001")
 	apply("/r/0") // an existing one keeps its own count
 	apply(OtherResource)
-	if len(s.Resources) != 1001 {
-		t.Errorf("%d keys, want 1001", len(s.Resources))
+	if len(s.Resources()) != 1001 {
+		t.Errorf("%d keys, want 1001", len(s.Resources()))
 	}
-	if s.Resources[OtherResource] != 4 || s.Resources["/r/0"] != 2 {
-		t.Errorf("_other = %d, /r/0 = %d; want 4, 2", s.Resources[OtherResource], s.Resources["/r/0"])
+	if s.Resource(OtherResource) != 4 || s.Resource("/r/0") != 2 {
+		t.Errorf("_other = %d, /r/0 = %d; want 4, 2", s.Resource(OtherResource), s.Resource("/r/0"))
 	}
-	if _, ok := s.Resources["/r/1000"]; ok {
-		t.Error("the 1001st distinct resource got its own key")
+	if s.Resource("/r/1000") != 0 || s.Resource("/r/1001") != 0 {
+		t.Error("a distinct resource beyond the cap got its own key")
 	}
+	checkCounts(t, s.Resources())
 
 	zero := newProcessor(t, func(c *Config) { c.MaxResources = 0 })
 	var z State
 	e := event(0, t0)
 	zero.Apply(&z, e)
-	if want := map[string]int64{OtherResource: 1}; !maps.Equal(z.Resources, want) {
-		t.Errorf("MaxResources 0: Resources = %v, want %v", z.Resources, want)
+	if want := []topics.Count{{Key: OtherResource, N: 1}}; !slices.Equal(z.Resources(), want) {
+		t.Errorf("MaxResources 0: Resources = %v, want %v", z.Resources(), want)
 	}
 }
 

@@ -233,7 +233,9 @@ func TestReferenceModel(t *testing.T) {
 			if !got.RateCounted {
 				notCounted++
 			}
-			if s.TotalActivity != int64(len(m.times)) || !maps.Equal(s.Actions, m.actions) || !maps.Equal(s.Resources, m.resources) ||
+			checkCounts(t, s.Actions())
+			checkCounts(t, s.Resources())
+			if s.TotalActivity != int64(len(m.times)) || !maps.Equal(countsMap(s.Actions()), m.actions) || !maps.Equal(countsMap(s.Resources()), m.resources) ||
 				s.FirstActivityMillis != slices.Min(m.times) || s.LastActivityMillis != slices.Max(m.times) || s.LastSequence != m.lastSeq {
 				t.Fatalf("stream %d, event %d: state %+v disagrees with the model", stream, i, s)
 			}

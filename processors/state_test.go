@@ -3,12 +3,14 @@ package processors
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
-	"maps"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/streamworker/streamworker/topics"
 )
@@ -54,11 +56,22 @@ func roundTrip(t testing.TB, s *State) State {
 // history (the buckets' spare capacity and offset aside).
 func sameState(a, b *State) bool {
 	return a.TotalActivity == b.TotalActivity &&
-		maps.Equal(a.Actions, b.Actions) && maps.Equal(a.Resources, b.Resources) &&
+		slices.Equal(a.Actions(), b.Actions()) && slices.Equal(a.Resources(), b.Resources()) &&
 		a.FirstActivityMillis == b.FirstActivityMillis && a.LastActivityMillis == b.LastActivityMillis &&
 		a.LastSequence == b.LastSequence &&
 		reflect.DeepEqual(a.buckets.counts(), b.buckets.counts()) &&
 		a.anomalyFired == b.anomalyFired && a.lastAnomalyMillis == b.lastAnomalyMillis
+}
+
+// checkCounts fails t unless counts are sorted by key, each key once and
+// non-empty, each count positive.
+func checkCounts(t testing.TB, counts []topics.Count) {
+	t.Helper()
+	for i, c := range counts {
+		if c.Key == "" || c.N <= 0 || (i > 0 && counts[i-1].Key >= c.Key) {
+			t.Fatalf("counts not sorted, unique and positive at %d: %v", i, counts)
+		}
+	}
 }
 
 func TestStateRoundTrip(t *testing.T) {
@@ -224,15 +237,17 @@ func FuzzApply(f *testing.F) {
 				t.Fatalf("TotalActivity %d after %d events", s.TotalActivity, i+1)
 			}
 			var sum int64
-			for _, n := range s.Actions {
-				sum += n
+			for _, c := range s.Actions() {
+				sum += c.N
 			}
 			if sum > s.TotalActivity {
 				t.Fatalf("actions sum %d > total %d", sum, s.TotalActivity)
 			}
-			if len(s.Resources) > cfg.MaxResources+1 {
-				t.Fatalf("%d resource keys, cap %d", len(s.Resources), cfg.MaxResources)
+			if len(s.Resources()) > cfg.MaxResources+1 {
+				t.Fatalf("%d resource keys, cap %d", len(s.Resources()), cfg.MaxResources)
 			}
+			checkCounts(t, s.Actions())
+			checkCounts(t, s.Resources())
 			if n := s.BucketCount(); int64(n) > maxBuckets {
 				t.Fatalf("%d buckets, bound %d", n, maxBuckets)
 			}
@@ -271,4 +286,150 @@ func FuzzUnmarshalBinary(f *testing.F) {
 		p := newProcessor(t, nil)
 		p.Apply(&s, event(0, t0)) // a decoded state is usable
 	})
+}
+
+// goldenState returns a state with escaped keys, the resource cap reached,
+// buckets and a fired anomaly.
+func goldenState(t testing.TB) State {
+	t.Helper()
+	p := newProcessor(t, func(c *Config) { c.MaxResources = 3; c.Anomaly.MinEvents = 3 })
+	var s State
+	actions := []string{"click", "view", "", "buy", "a \"q\"\n"}
+	resources := []string{"/b", "/a", OtherResource, "", "/é\u2028", "/c", "/d", "/a"}
+	for i := range 60 {
+		e := event(i, t0+int64(i*i%7)*400-int64(i%4)*50)
+		e.Sequence = int64(i + 1)
+		e.Data.Action = actions[i%len(actions)]
+		e.Data.Resource = resources[i%len(resources)]
+		p.Apply(&s, e)
+	}
+	return s
+}
+
+// TestStateBinaryGolden pins the binary form: states stored by earlier
+// versions must stay readable and re-encode to the same bytes.
+func TestStateBinaryGolden(t *testing.T) {
+	const golden = "0178d49196abc06880ad96abc0687801b8ab96abc068040661202271220a0c036275790c05636c69636b0c04766965770c04022f610f022f6208062fc3a9e280a807065f6f746865721603bef495b00d0601250111"
+	s := goldenState(t)
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(b); got != golden {
+		t.Fatalf("binary form changed:\ngot  %s\nwant %s", got, golden)
+	}
+	want, _ := hex.DecodeString(golden)
+	var d State
+	if err := d.UnmarshalBinary(want); err != nil {
+		t.Fatal(err)
+	}
+	if !sameState(&s, &d) {
+		t.Fatalf("decoded golden state differs:\n%+v\n%+v", d, s)
+	}
+	wantActions := []topics.Count{{Key: "a \"q\"\n", N: 12}, {Key: "buy", N: 12}, {Key: "click", N: 12}, {Key: "view", N: 12}}
+	wantResources := []topics.Count{{Key: "/a", N: 15}, {Key: "/b", N: 8}, {Key: "/é\u2028", N: 7}, {Key: OtherResource, N: 22}}
+	if !slices.Equal(d.Actions(), wantActions) || !slices.Equal(d.Resources(), wantResources) {
+		t.Fatalf("decoded counts %v %v, want %v %v", d.Actions(), d.Resources(), wantActions, wantResources)
+	}
+}
+
+func TestStateUnmarshalCopies(t *testing.T) {
+	s := goldenState(t)
+	data, _ := s.MarshalBinary()
+	var d State
+	if err := d.UnmarshalBinary(data); err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		data[i] = 'x'
+	}
+	if !sameState(&s, &d) {
+		t.Fatal("the decoded state changed with the bytes it was decoded from")
+	}
+}
+
+func TestApplyCopiesNewKeys(t *testing.T) {
+	p := newProcessor(t, nil)
+	var s State
+	e := event(0, t0)
+	e.Data.Action = string([]byte("click"))
+	e.Data.Resource = string([]byte("/home"))
+	p.Apply(&s, e)
+	if unsafe.StringData(s.Actions()[0].Key) == unsafe.StringData(e.Data.Action) ||
+		unsafe.StringData(s.Resources()[0].Key) == unsafe.StringData(e.Data.Resource) {
+		t.Fatal("the state keeps the event's strings (and whatever memory they share)")
+	}
+}
+
+func TestStateAllocations(t *testing.T) {
+	s := goldenState(t)
+	data, _ := s.MarshalBinary()
+	buf := make([]byte, 0, 4096)
+	if n := testing.AllocsPerRun(100, func() { buf, _ = s.AppendBinary(buf[:0]) }); n != 0 {
+		t.Errorf("AppendBinary into a buffer with room: %v allocations, want 0", n)
+	}
+	m := topics.MetaFor(event(0, t0), topics.AggregateID("u-1", "e-0"))
+	if n := testing.AllocsPerRun(100, func() { buf = s.AppendAggregated(buf[:0], m, "u-1") }); n != 0 {
+		t.Errorf("AppendAggregated into a buffer with room: %v allocations, want 0", n)
+	}
+	// The keys (one string), the actions, the resources and the buckets.
+	var d State
+	if n := testing.AllocsPerRun(100, func() {
+		if err := d.UnmarshalBinary(data); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 4 {
+		t.Errorf("UnmarshalBinary: %v allocations, want 4", n)
+	}
+}
+
+// nastyKeys need escaping or replacing in JSON.
+var nastyKeys = []string{`"quoted"`, `back\slash`, "ctl\x00\x1f\n", "sep\u2028\u2029", "bad\xff\xfe", "trunc\xe6\x97", "日本 😀", "<html>&"}
+
+// TestAppendAggregatedMatchesSnapshot compares State.AppendAggregated with
+// topics.AppendAggregated of Snapshot after every event of random streams,
+// some of whose keys need escaping, and after binary round trips.
+func TestAppendAggregatedMatchesSnapshot(t *testing.T) {
+	streams := 500
+	if testing.Short() || raceEnabled {
+		streams = 50
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	buf := []byte("prefix")
+	for stream := range streams {
+		cfg := randomConfig(r)
+		p, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		user := []string{"u-7", nastyKeys[r.IntN(len(nastyKeys))]}[r.IntN(2)]
+		var s State
+		check := func(i int, e *topics.Event) {
+			t.Helper()
+			m := topics.MetaFor(e, topics.AggregateID(user, e.ID))
+			d := s.Snapshot(user)
+			want := topics.AppendAggregated([]byte("prefix"), m, &d)
+			buf = s.AppendAggregated(buf[:len("prefix")], m, user)
+			if !bytes.Equal(buf, want) {
+				t.Fatalf("stream %d, event %d:\ngot  %s\nwant %s", stream, i, buf, want)
+			}
+		}
+		if r.IntN(10) == 0 { // a user that only advanced its sequence
+			s.AdvanceSequence(3)
+			check(-1, event(0, t0))
+		}
+		for i, e := range randomStream(r, 1+r.IntN(150), cfg.Anomaly.Window) {
+			if k := r.IntN(10); k == 0 {
+				e.Data.Action = nastyKeys[r.IntN(len(nastyKeys))]
+			} else if k == 1 {
+				e.Data.Resource = nastyKeys[r.IntN(len(nastyKeys))]
+			}
+			p.Apply(&s, e)
+			check(i, e)
+			if r.IntN(10) == 0 {
+				s = roundTrip(t, &s)
+				check(i, e)
+			}
+		}
+	}
 }
