@@ -71,10 +71,11 @@ type Config struct {
 	// measures allocations per event.
 	CPUProfile string
 	// WorkerProfiles, when set, is a directory that receives profiles of
-	// every pipeline run's worker child (served with http.pprof): a CPU
-	// profile of its first ProfileFor after the start, and its heap (in
-	// use as of the last GC, and allocations) once drained, each named
-	// after the run's consumer group.
+	// the worker child of every pipeline and latency run (served with
+	// http.pprof): a CPU profile of its first ProfileFor (from its start,
+	// or from its assignment in a latency run), and its heap (in use as of
+	// the last GC, and allocations) once drained, each named after the
+	// run's consumer group.
 	WorkerProfiles string
 	ProfileFor     time.Duration
 	// GoBench runs the Go micro-benchmarks of the hot path.

@@ -153,6 +153,7 @@ func (b *bencher) latency(ctx context.Context) (latencyResult, error) {
 	if err := w.waitAssigned(ctx, b.cfg.Partitions, time.Minute); err != nil {
 		return latencyResult{}, err
 	}
+	profiled := b.profileWorker(ctx, w, group)
 
 	times := &produceTimes{byID: map[string]inputTime{}}
 	// No linger: the input's produce timestamp is taken when the record
@@ -185,6 +186,9 @@ func (b *bencher) latency(ctx context.Context) (latencyResult, error) {
 	}
 	mfs, err := w.scrape(ctx)
 	if err != nil {
+		return latencyResult{}, err
+	}
+	if err := profiled(); err != nil {
 		return latencyResult{}, err
 	}
 	if err := w.stop(stopTimeout); err != nil {
