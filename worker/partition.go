@@ -655,9 +655,8 @@ func (p *partition) expireGaps(now time.Time) {
 }
 
 func (p *partition) emitAggregate(a *aggregate, it *pending) {
-	d := a.st.Snapshot(a.id)
 	meta := topics.MetaFor(&it.ev, topics.AggregateID(a.id, it.ev.ID))
-	p.b.vals = topics.AppendAggregated(p.b.vals, meta, &d)
+	p.b.vals = a.st.AppendAggregated(p.b.vals, meta, a.id)
 	p.output(p.w.opts.Topics.Aggregates, it)
 }
 
