@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strings"
+	"sort"
 	"time"
 
 	"github.com/streamworker/streamworker/topics"
@@ -137,12 +137,13 @@ func countKey(counts []topics.Count, key string) []topics.Count {
 	return insertKey(counts, i, key)
 }
 
-// insertKey inserts key with a count of 1 at index i of counts. The key is
-// copied: an event's strings may share the memory of its whole input
-// record, which a long-lived state must not keep alive.
+// insertKey inserts key with a count of 1 at index i of counts. The state
+// keeps the key string itself: Apply's caller passes strings that share no
+// larger buffer (topics.Decoder guarantees it for decoded events), so no
+// copy is needed. A first key reserves room for a few more.
 func insertKey(counts []topics.Count, i int, key string) []topics.Count {
-	if key != OtherResource { // the constant needs no copy
-		key = strings.Clone(key)
+	if counts == nil {
+		counts = make([]topics.Count, 0, 4)
 	}
 	return slices.Insert(counts, i, topics.Count{Key: key, N: 1})
 }
