@@ -1,7 +1,6 @@
 package topics
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,18 +133,19 @@ func decodeJSON(e *Event, r *Record) *ValidationError {
 	if !utf8.Valid(v) {
 		return invalid("value", ReasonMalformed, "not UTF-8")
 	}
-	if !json.Valid(v) {
-		return invalid("value", ReasonMalformed, syntaxDetail(v))
-	}
 	start := skipWS(v, 0)
-	if v[start] != '{' {
-		return invalid("value", ReasonMalformed, "not a JSON object")
+	if start == len(v) || v[start] != '{' {
+		if end, ok := scanValue(v, start, 0); ok && skipWS(v, end) == len(v) {
+			return invalid("value", ReasonMalformed, "not a JSON object")
+		}
+		return invalid("value", ReasonMalformed, syntaxDetail(v))
 	}
 	var env struct {
 		id, typ, version, source, aggregateID, sequence, timestamp, data, metadata []byte
 	}
-	// v is valid JSON, so the object runs to its last '}'.
-	m := members{b: bytes.TrimRight(v[start:], " \t\r\n")}
+	// The syntax is checked on the way: every member is read before any
+	// field is, so a syntax error still comes before every other check.
+	m := members{b: v, i: start}
 	for {
 		k, val, ok := m.next()
 		if !ok {
@@ -171,6 +171,9 @@ func decodeJSON(e *Event, r *Record) *ValidationError {
 		case "metadata":
 			env.metadata = val
 		}
+	}
+	if m.bad || skipWS(v, m.i) != len(v) {
+		return invalid("value", ReasonMalformed, syntaxDetail(v))
 	}
 
 	version := 1
@@ -253,8 +256,8 @@ func decodeJSON(e *Event, r *Record) *ValidationError {
 	return finish(e, version, "version")
 }
 
-// decodeData decodes the data object obj into e.Data. e.AggregateID must be
-// set: a userId equal to it shares its string.
+// decodeData decodes the data object obj, valid JSON, into e.Data.
+// e.AggregateID must be set: a userId equal to it shares its string.
 func decodeData(e *Event, obj []byte) *ValidationError {
 	m := members{b: obj}
 	for {
@@ -290,7 +293,8 @@ func decodeData(e *Event, obj []byte) *ValidationError {
 	}
 }
 
-// decodeMetadata decodes the metadata object obj into e.Metadata.
+// decodeMetadata decodes the metadata object obj, valid JSON, into
+// e.Metadata.
 func decodeMetadata(e *Event, obj []byte) *ValidationError {
 	m := members{b: obj}
 	for {
@@ -432,10 +436,11 @@ func decodeCloudEventsData(e *Event, v []byte) *ValidationError {
 	if !utf8.Valid(v) {
 		return invalid("value", ReasonMalformed, "not UTF-8")
 	}
-	if !json.Valid(v) {
+	end, ok := scanValue(v, start, 0)
+	if !ok || skipWS(v, end) != len(v) {
 		return invalid("value", ReasonMalformed, syntaxDetail(v))
 	}
-	obj := v[start:valueEnd(v, start)]
+	obj := v[start:end]
 	if isNull(obj) {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package topics_test
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"slices"
@@ -525,5 +526,46 @@ func TestReasonsAreDistinctSnakeCase(t *testing.T) {
 				t.Fatalf("reason %q is not snake_case", r)
 			}
 		}
+	}
+}
+
+// TestDecodeSyntax checks the syntax rules on the fuzz seeds and on deep
+// nesting, where encoding/json stops at 10000 open arrays and objects.
+func TestDecodeSyntax(t *testing.T) {
+	nest := func(depth int, open, close, inner string) string {
+		return strings.Repeat(open, depth) + inner + strings.Repeat(close, depth)
+	}
+	deep := []string{
+		nest(9999, "[", "]", "1"),          // 10000 with the envelope
+		nest(10000, "[", "]", "1"),         // 10001
+		nest(9999, `{"a":`, "}", `[]`),     // 10001 with the envelope and the array
+		nest(9998, `{"a":`, "}", `{}`),     // 10000
+		nest(5000, `[{"a":`, "}]", "null"), // 10001
+		nest(4999, `[{"a":`, "}]", "[]"),   // 10000
+		nest(200, `[{"a":`, "}]", "1"),     // deeper than a word of the scanner's stack
+		nest(100, `[`, "]", nest(100, `{"a":`, "}", "1")),
+		nest(100, `[`, "]", nest(100, `{"a":`, "]", "1")), // closers swapped past 64 levels
+		nest(150, `[{"a":`, "]}", "1"),
+		nest(150, `[{"a":`, "}]", "1") + "]",
+		nest(100, "[", "]", "1,2"),
+		nest(100, `{"a":`, "}", `{"b":1,"c":2}`),
+		nest(100, "[", "}", "1"),
+		nest(100, "[", "]", `{"a":1},[1,2]`), // an array where an object was
+	}
+	var d topics.Decoder
+	for _, s := range syntaxSeeds {
+		checkSyntax(t, &d, []byte(s))
+	}
+	valid := 0
+	for _, inner := range deep {
+		v := []byte(`{"id":"e","type":"t","x":` + inner + `}`)
+		if json.Valid(v) {
+			valid++
+		}
+		checkSyntax(t, &d, v)
+		checkSyntax(t, &d, []byte(inner))
+	}
+	if valid == 0 || valid == len(deep) {
+		t.Fatalf("%d of %d deep cases are valid JSON: the table tests one side only", valid, len(deep))
 	}
 }

@@ -241,3 +241,87 @@ func sameField(field, want string) bool {
 	}
 	return field == want
 }
+
+// syntaxSeeds are JSON texts, valid and not, that exercise every rule of
+// the syntax: numbers, literals, escapes, nesting, whitespace, separators.
+var syntaxSeeds = []string{
+	`{}`, ` { } `, `{"a":1}`, `{"a":1,}`, `{,"a":1}`, `{"a" 1}`, `{"a":}`, `{"a":1 "b":2}`, `{1:2}`, `{"a":1}}`, `{"a":1`,
+	`{"a":[]}`, `{"a":[1,2,[3,{"b":[]}]]}`, `{"a":[1,]}`, `{"a":[,1]}`, `{"a":[1 2]}`, `{"a":[}`, `{"a":{]}`, `{"a":[1}]}`,
+	`{"a":-0}`, `{"a":0.5e-3}`, `{"a":1E+9}`, `{"a":01}`, `{"a":1.}`, `{"a":.5}`, `{"a":1e}`, `{"a":1e+}`, `{"a":-}`, `{"a":+1}`,
+	`{"a":-01}`, `{"a":0x1}`, `{"a":1.5.2}`, `{"a":123456789012345678901234567890}`, `{"a":NaN}`, `{"a":Infinity}`,
+	`{"a":true}`, `{"a":false}`, `{"a":null}`, `{"a":tru}`, `{"a":nul}`, `{"a":falsey}`, `{"a":True}`, `{"a":truefalse}`,
+	`{"a":"\"\\\/\b\f\n\r\t"}`, `{"a":"\u00e9\uD83D\uDE00"}`, `{"a":"\u12G4"}`, `{"a":"\u12"}`, `{"a":"\x41"}`, `{"a":"\'"}`,
+	"{\"a\":\"tab\there\"}", "{\"a\":\"nl\nhere\"}", "{\"a\":\"del\x7fhere\"}", "{\"a\":\"caf\xc3\xa9\"}", `{"a":"unterminated}`,
+	`{"\u0061":1}`, `{"a\"b":1}`, `{"a":"b\\"}`, `{"a":"b\\\"}`, `{"a":"12345678\"9"}`, `{"a":"1234567\\"}`,
+	"{\"a\":\"\x1f\"}", "{\"a\":\"\x00 long enough for a word\"}", "{\"a\":\"a long string, then \x1f\"}",
+	`{"a":"\`, `{"a":"\u12`, `{"a":"\u123`, `{"a":"\u`, `{"a":"`, `{"a`, `{"a":-`, `{"a":1.`, `{"a":1e`, `{"a":t`,
+	"{\"a\":1}\x00", "\t\r\n{\"a\":1}\t\r\n", "\v{\"a\":1}", "{\"a\":1}\f", "\xef\xbb\xbf{\"a\":1}",
+	`[]`, `[1]`, `"s"`, `1`, `-1.5e3`, `true`, `null`, ``, ` `, `nul`, `[1,2`, `{"a":1} {"b":2}`, `{"a":1}]`,
+	`{"id":"e","type":"t","data":{"action":"click","extra":[1,{"x":"}"}]}}`,
+}
+
+// FuzzDecodeSyntax checks that Decode accepts exactly the syntax that
+// encoding/json.Valid accepts (plus UTF-8), with the same error text, for
+// the JSON envelope and for a CloudEvents record's data.
+func FuzzDecodeSyntax(f *testing.F) {
+	for _, s := range syntaxSeeds {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`{"a":` + strings.Repeat(`[{"b":`, 40) + `1` + strings.Repeat(`}]`, 40) + `}`))
+	var d topics.Decoder
+	f.Fuzz(func(t *testing.T, value []byte) {
+		checkSyntax(t, &d, value)
+	})
+}
+
+// checkSyntax decodes value as a JSON envelope and as CloudEvents data, and
+// checks what Decode says of its syntax against encoding/json.
+func checkSyntax(t *testing.T, d *topics.Decoder, value []byte) {
+	t.Helper()
+	var want string // the Detail of a malformed value, "" if the syntax is fine
+	switch {
+	case !utf8.Valid(value):
+		want = "not UTF-8"
+	case !json.Valid(value):
+		err := json.Unmarshal(value, &struct{}{})
+		if err == nil {
+			t.Fatalf("json.Valid(%q) is false but json.Unmarshal accepts it", value)
+		}
+		want = err.Error()
+	}
+	trimmed := bytes.TrimLeft(value, " \t\r\n")
+
+	_, err := d.Decode(&topics.Record{Key: []byte("k"), Value: value, Timestamp: recordTime})
+	var verr *topics.ValidationError
+	malformed := errors.As(err, &verr) && verr.Field == "value" && verr.Reason == topics.ReasonMalformed
+	switch {
+	case want != "":
+		if !malformed || verr.Detail != want {
+			t.Fatalf("JSON %q: got %v, want malformed: %s", value, err, want)
+		}
+	case len(trimmed) == 0 || trimmed[0] != '{':
+		if !malformed || verr.Detail != "not a JSON object" {
+			t.Fatalf("JSON %q: got %v, want malformed: not a JSON object", value, err)
+		}
+	case malformed:
+		t.Fatalf("JSON %q is a valid object, got %v", value, err)
+	}
+
+	ce := ceRecord()
+	ce.Value = value
+	_, err = d.Decode(ce)
+	verr = nil
+	malformed = errors.As(err, &verr) && verr.Field == "value" && verr.Reason == topics.ReasonMalformed
+	switch {
+	case len(trimmed) == 0: // no data
+		if err != nil {
+			t.Fatalf("CloudEvents data %q: %v", value, err)
+		}
+	case want != "":
+		if !malformed || verr.Detail != want {
+			t.Fatalf("CloudEvents data %q: got %v, want malformed: %s", value, err, want)
+		}
+	case malformed:
+		t.Fatalf("CloudEvents data %q is valid JSON, got %v", value, err)
+	}
+}
