@@ -4,7 +4,9 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,16 +48,22 @@ type RedisStore struct {
 	client redis.UniversalClient
 	keys   dedupe.Keys
 	ttlMS  string
-	script *redis.Script
+	sha    string // of commitLua
 	obs    Observer
 	// perCall is how many aggregates one script call commits: one on a
 	// Cluster (a script's keys must share a slot), more elsewhere.
 	perCall int
+	cluster bool      // the client is a ClusterClient
+	bufs    sync.Pool // of *scratch
 }
 
 // writesPerCall bounds the aggregates of one script call on a single server
 // or Sentinel, so that no call holds Redis for long.
 const writesPerCall = 256
+
+// marksPerRead bounds the marks one MGET reads on a single server or
+// Sentinel.
+const marksPerRead = 512
 
 var _ Store = (*RedisStore)(nil)
 
@@ -70,10 +78,10 @@ func NewRedisStore(client redis.UniversalClient, keys dedupe.Keys, ttl time.Dura
 		client:  client,
 		keys:    keys,
 		ttlMS:   strconv.FormatInt(max(ttl.Milliseconds(), 1), 10),
-		script:  redis.NewScript(commitLua),
+		sha:     redis.NewScript(commitLua).Hash(),
 		perCall: writesPerCall,
 	}
-	if _, cluster := client.(*redis.ClusterClient); cluster {
+	if _, s.cluster = client.(*redis.ClusterClient); s.cluster {
 		s.perCall = 1
 	}
 	for _, o := range opts {
@@ -88,8 +96,8 @@ func NewRedisStore(client redis.UniversalClient, keys dedupe.Keys, ttl time.Dura
 func (s *RedisStore) Load(ctx context.Context) error {
 	start := time.Now()
 	sha, err := s.client.ScriptLoad(ctx, commitLua).Result()
-	if err == nil && sha != s.script.Hash() {
-		err = fmt.Errorf("SCRIPT LOAD returned %s, want %s", sha, s.script.Hash())
+	if err == nil && sha != s.sha {
+		err = fmt.Errorf("SCRIPT LOAD returned %s, want %s", sha, s.sha)
 	}
 	s.observe("script_load", start, err)
 	if err != nil {
@@ -99,21 +107,55 @@ func (s *RedisStore) Load(ctx context.Context) error {
 }
 
 // Fetch implements Store with one pipeline of HMGET v d per aggregate and
-// EXISTS per mark.
+// MGET of the marks (up to 512 a command on a single server or Sentinel; on
+// a Cluster one command per run of marks of the same aggregate, whose keys
+// share a slot).
 func (s *RedisStore) Fetch(ctx context.Context, aggs []string, marks []Mark) ([]Snapshot, []bool, error) {
 	snaps := make([]Snapshot, len(aggs))
 	exists := make([]bool, len(marks))
 	if len(aggs)+len(marks) == 0 {
 		return snaps, exists, nil
 	}
+	b := s.getScratch()
+	defer s.putScratch(b)
+	for _, agg := range aggs {
+		b.arena = s.keys.AppendState(b.arena, agg)
+		b.end()
+	}
+	// A new MGET starts every marksPerRead marks and, on a Cluster, with
+	// every aggregate.
+	newRead := func(i int) bool {
+		return i%marksPerRead == 0 || s.cluster && marks[i].Aggregate != marks[i-1].Aggregate
+	}
+	reads := 0
+	for i, m := range marks {
+		if newRead(i) {
+			reads++
+		}
+		b.arena = s.keys.AppendSeen(b.arena, m.Aggregate, m.EventID)
+		b.end()
+	}
+	b.seal(4*len(aggs) + reads + len(marks))
+
 	pipe := s.client.Pipeline()
 	hm := make([]*redis.SliceCmd, len(aggs))
-	for i, agg := range aggs {
-		hm[i] = pipe.HMGet(ctx, s.keys.State(agg), "v", "d")
+	for i := range aggs {
+		hm[i] = redis.NewSliceCmd(ctx, b.command("hmget", b.next(), "v", "d")...)
+		hm[i].SetFirstKeyPos(1)
+		_ = pipe.Process(ctx, hm[i])
 	}
-	ex := make([]*redis.IntCmd, len(marks))
-	for i, m := range marks {
-		ex[i] = pipe.Exists(ctx, s.keys.Seen(m.Aggregate, m.EventID))
+	mg := make([]*redis.StringSliceCmd, 0, reads)
+	for i := range marks {
+		if newRead(i) {
+			if i > 0 {
+				mg = append(mg, b.mget(ctx, pipe))
+			}
+			b.start("mget")
+		}
+		b.args = append(b.args, b.next())
+	}
+	if len(marks) > 0 {
+		mg = append(mg, b.mget(ctx, pipe))
 	}
 	start := time.Now()
 	_, err := pipe.Exec(ctx)
@@ -126,8 +168,15 @@ func (s *RedisStore) Fetch(ctx context.Context, aggs []string, marks []Mark) ([]
 			return nil, nil, fmt.Errorf("state: fetch %s: %w", aggs[i], err)
 		}
 	}
-	for i, cmd := range ex {
-		exists[i] = cmd.Val() == 1
+	i := 0
+	for _, cmd := range mg {
+		for _, v := range cmd.Val() {
+			exists[i] = v != "" // a mark's value is "1"; "" is a missing key
+			i++
+		}
+	}
+	if i != len(marks) {
+		return nil, nil, fmt.Errorf("%w: MGET returned %d values for %d marks", ErrCorrupt, i, len(marks))
 	}
 	return snaps, exists, nil
 }
@@ -182,23 +231,56 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 			idx[i] = i
 		}
 	}
-	pipe := s.client.Pipeline()
-	var calls [][]int // the write indexes of each call
-	var cmds []*redis.Cmd
-	for lo := 0; lo < len(idx); lo += s.perCall {
-		call := idx[lo:min(lo+s.perCall, len(idx))]
-		var keys []string
-		args := []any{s.ttlMS}
+	b := s.getScratch()
+	defer s.putScratch(b)
+	// The pieces of every call, in the order its arguments take them:
+	// numkeys, the keys of each write, then three numbers per write.
+	nargs := 0
+	for call := range slices.Chunk(idx, s.perCall) {
+		nkeys := 0
 		for _, i := range call {
-			w := writes[i]
-			keys = append(keys, s.keys.State(w.Aggregate))
-			for _, id := range w.Marks {
-				keys = append(keys, s.keys.Seen(w.Aggregate, id))
-			}
-			args = append(args, len(w.Marks), strconv.FormatInt(w.Expect, 10), strconv.FormatInt(w.Expect+1, 10), w.Data)
+			nkeys += 1 + len(writes[i].Marks)
 		}
-		calls = append(calls, call)
-		cmds = append(cmds, s.script.EvalSha(ctx, pipe, keys, args...))
+		b.number(int64(nkeys))
+		for _, i := range call {
+			w := &writes[i]
+			b.arena = s.keys.AppendState(b.arena, w.Aggregate)
+			b.end()
+			for _, id := range w.Marks {
+				b.arena = s.keys.AppendSeen(b.arena, w.Aggregate, id)
+				b.end()
+			}
+		}
+		for _, i := range call {
+			w := &writes[i]
+			b.number(int64(len(w.Marks)))
+			b.number(w.Expect)
+			b.number(w.Expect + 1)
+		}
+		nargs += 4 + nkeys + 4*len(call) // evalsha, sha, numkeys, ttl, the keys, 4 per write
+	}
+	b.seal(nargs)
+	b.data = slices.Grow(b.data, len(idx))
+
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.IntSliceCmd, 0, (len(idx)+s.perCall-1)/s.perCall)
+	for call := range slices.Chunk(idx, s.perCall) {
+		b.start("evalsha")
+		b.args = append(b.args, &s.sha, b.next())
+		for _, i := range call {
+			for range 1 + len(writes[i].Marks) {
+				b.args = append(b.args, b.next())
+			}
+		}
+		b.args = append(b.args, &s.ttlMS)
+		for _, i := range call {
+			b.data = append(b.data, rawArg{writes[i].Data})
+			b.args = append(b.args, b.next(), b.next(), b.next(), &b.data[len(b.data)-1])
+		}
+		cmd := redis.NewIntSliceCmd(ctx, b.take()...)
+		cmd.SetFirstKeyPos(3)
+		_ = pipe.Process(ctx, cmd)
+		cmds = append(cmds, cmd)
 	}
 	start := time.Now()
 	_, _ = pipe.Exec(ctx) // errors are per command
@@ -208,9 +290,10 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 			s.obs.ObserveRedis("commit", d, err) // NOSCRIPT is no failure
 		}
 	}()
-	for c, cmd := range cmds {
-		call := calls[c]
-		codes, cerr := cmd.Int64Slice()
+	c := 0
+	for call := range slices.Chunk(idx, s.perCall) {
+		codes, cerr := cmds[c].Result()
+		c++
 		if redis.HasErrorPrefix(cerr, "NOSCRIPT") {
 			noScript = append(noScript, call...)
 			continue
@@ -238,4 +321,98 @@ func (s *RedisStore) observe(op string, start time.Time, err error) {
 	if s.obs != nil {
 		s.obs.ObserveRedis(op, time.Since(start), err)
 	}
+}
+
+// scratch holds the arguments of one Fetch or Commit: the keys and numbers
+// of its commands are appended to one arena, which becomes one string whose
+// pieces the commands take as *string arguments (a pointer fits in an
+// interface without an allocation). A batch so costs a few allocations
+// instead of a string, a boxed interface and a copy per key. RedisStore
+// pools them; nothing in one outlives the call that used it (go-redis has
+// written the commands and read the replies by the time Exec returns).
+type scratch struct {
+	arena []byte
+	ends  []int    // end of each piece in arena
+	strs  []string // the pieces, once sealed
+	n     int      // pieces handed out by next
+	args  []any    // arguments of every command; each command owns a window
+	from  int      // where the command being built starts in args
+	data  []rawArg // the writes' data, addressed from args
+}
+
+// rawArg hands go-redis a []byte argument through a pointer, which fits in
+// an interface without an allocation (a slice does not).
+type rawArg struct{ b []byte }
+
+// MarshalBinary returns the bytes unchanged; go-redis writes them as a bulk
+// string.
+func (r *rawArg) MarshalBinary() ([]byte, error) { return r.b, nil }
+
+// end closes the piece appended to the arena since the previous end.
+func (b *scratch) end() { b.ends = append(b.ends, len(b.arena)) }
+
+// number appends n in decimal as a piece.
+func (b *scratch) number(n int64) {
+	b.arena = strconv.AppendInt(b.arena, n, 10)
+	b.end()
+}
+
+// seal turns the pieces into strings, all sharing one allocation, and
+// makes room for nargs command arguments so that the windows handed to
+// commands are never moved.
+func (b *scratch) seal(nargs int) {
+	all := string(b.arena)
+	from := 0
+	for _, e := range b.ends {
+		b.strs = append(b.strs, all[from:e])
+		from = e
+	}
+	b.args = slices.Grow(b.args, nargs)
+}
+
+// next returns the next piece as a command argument.
+func (b *scratch) next() *string {
+	b.n++
+	return &b.strs[b.n-1]
+}
+
+// start begins a command named name (lower case, as go-redis expects).
+func (b *scratch) start(name string) {
+	b.from = len(b.args)
+	b.args = append(b.args, name)
+}
+
+// take returns the arguments of the command begun by start.
+func (b *scratch) take() []any { return b.args[b.from:len(b.args):len(b.args)] }
+
+// command returns the arguments of one command.
+func (b *scratch) command(name string, rest ...any) []any {
+	b.start(name)
+	b.args = append(b.args, rest...)
+	return b.take()
+}
+
+// mget queues an MGET of the marks appended since start.
+func (b *scratch) mget(ctx context.Context, pipe redis.Pipeliner) *redis.StringSliceCmd {
+	cmd := redis.NewStringSliceCmd(ctx, b.take()...)
+	cmd.SetFirstKeyPos(1)
+	_ = pipe.Process(ctx, cmd)
+	return cmd
+}
+
+func (s *RedisStore) getScratch() *scratch {
+	if b, ok := s.bufs.Get().(*scratch); ok {
+		return b
+	}
+	return new(scratch)
+}
+
+// putScratch forgets what b points to (the arena's string, the callers' data)
+// and pools it.
+func (s *RedisStore) putScratch(b *scratch) {
+	clear(b.strs)
+	clear(b.args)
+	clear(b.data)
+	*b = scratch{arena: b.arena[:0], ends: b.ends[:0], strs: b.strs[:0], args: b.args[:0], data: b.data[:0]}
+	s.bufs.Put(b)
 }

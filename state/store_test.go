@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -180,6 +181,62 @@ func testStore(t *testing.T, newStore newStoreFunc) {
 			if snaps[i].Version != w.Version || !bytes.Equal(snaps[i].Data, w.Data) {
 				t.Errorf("snapshot %d = v%d %q, want v%d %q", i, snaps[i].Version, snaps[i].Data, w.Version, w.Data)
 			}
+		}
+	})
+
+	t.Run("large batch", func(t *testing.T) {
+		// More writes than one script call takes and more marks than one
+		// read, aggregate IDs that need escaping, an aggregate written
+		// twice in one batch, and marks fetched out of aggregate order.
+		s, _ := newStore(t, time.Hour)
+		const n = 600
+		agg := func(i int) string {
+			switch i {
+			case 0:
+				return ""
+			case 1:
+				return "}x"
+			case 2:
+				return "~y"
+			}
+			return fmt.Sprintf("u-%d", i)
+		}
+		var writes []Write
+		for i := range n {
+			writes = append(writes, Write{Aggregate: agg(i), Data: []byte(fmt.Sprintf("d%d", i)), Marks: []string{"a", fmt.Sprintf("b%d", i)}})
+		}
+		writes[7].Data = nil
+		writes = append(writes, Write{Aggregate: agg(5), Expect: 1, Data: []byte("again"), Marks: []string{"c"}})
+		for i, o := range commit(t, s, writes...) {
+			if o != Committed {
+				t.Fatalf("outcome %d = %v, want committed", i, o)
+			}
+		}
+		var aggs []string
+		var marks []Mark
+		for i := n - 1; i >= 0; i-- {
+			aggs = append(aggs, agg(i))
+			marks = append(marks, Mark{agg(i), "a"}, Mark{agg(i), "b0"}, Mark{agg((i + 1) % n), fmt.Sprintf("b%d", i)})
+		}
+		snaps, exists := fetch(t, s, aggs, marks...)
+		for j, i := 0, n-1; i >= 0; i, j = i-1, j+1 {
+			want := Snapshot{1, []byte(fmt.Sprintf("d%d", i))}
+			switch i {
+			case 5:
+				want = Snapshot{2, []byte("again")}
+			case 7:
+				want.Data = nil
+			}
+			if snaps[j].Version != want.Version || !bytes.Equal(snaps[j].Data, want.Data) {
+				t.Errorf("snapshot of %q = v%d %q, want v%d %q", agg(i), snaps[j].Version, snaps[j].Data, want.Version, want.Data)
+			}
+			got := exists[3*j : 3*j+3]
+			if want := []bool{true, i == 0, false}; !slices.Equal(got, want) {
+				t.Errorf("marks a, b0 of %q and b%d of %q = %v, want %v", agg(i), i, agg((i+1)%n), got, want)
+			}
+		}
+		if _, exists := fetch(t, s, nil, Mark{agg(5), "c"}); !exists[0] {
+			t.Error("mark of the second write of one aggregate missing")
 		}
 	})
 
