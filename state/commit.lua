@@ -16,14 +16,16 @@
 -- Returns one code per aggregate: 1 committed, 2 version conflict, 3 mark
 -- conflict (state.Outcome).
 local ttl = ARGV[1]
+-- Read once: otherwise each command looks up the global redis and its field.
+local call = redis.call
 
 local function commit(state, first, last, expect, new, data)
-  local v = redis.call('HGET', state, 'v') or '0'
+  local v = call('HGET', state, 'v') or '0'
   if v ~= expect then
     -- The same write already applied (a retry after a lost reply) is a success.
-    if v == new and redis.call('HGET', state, 'd') == data then
+    if v == new and call('HGET', state, 'd') == data then
       for i = first, last do
-        if redis.call('EXISTS', KEYS[i]) == 0 then return 2 end
+        if call('EXISTS', KEYS[i]) == 0 then return 2 end
       end
       return 1
     end
@@ -32,19 +34,20 @@ local function commit(state, first, last, expect, new, data)
   -- Set the marks NX; one that exists means that event was applied: undo the
   -- marks set so far (the script is atomic, so nobody saw them) and refuse.
   for i = first, last do
-    if not redis.call('SET', KEYS[i], '1', 'PX', ttl, 'NX') then
-      for j = first, i - 1 do redis.call('DEL', KEYS[j]) end
+    if not call('SET', KEYS[i], '1', 'PX', ttl, 'NX') then
+      for j = first, i - 1 do call('DEL', KEYS[j]) end
       return 3
     end
   end
-  redis.call('HSET', state, 'v', new, 'd', data)
+  call('HSET', state, 'v', new, 'd', data)
   return 1
 end
 
-local out, k = {}, 1
+local out, k, o = {}, 1, 0
 for a = 2, #ARGV, 4 do
   local n = tonumber(ARGV[a])
-  out[#out + 1] = commit(KEYS[k], k + 1, k + n, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+  o = o + 1
+  out[o] = commit(KEYS[k], k + 1, k + n, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
   k = k + 1 + n
 end
 return out
