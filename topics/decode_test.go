@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/streamworker/streamworker/topics"
 )
@@ -568,4 +571,152 @@ func TestDecodeSyntax(t *testing.T) {
 	if valid == 0 || valid == len(deep) {
 		t.Fatalf("%d of %d deep cases are valid JSON: the table tests one side only", valid, len(deep))
 	}
+}
+
+// sameString reports whether a and b share their bytes.
+func sameString(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+
+func TestDecodeSharesRecurringStrings(t *testing.T) {
+	value := func(id string) string {
+		return `{"id":"` + id + `","type":"user.signup","source":"web","aggregateId":"u-42",` +
+			`"data":{"action":"click","resource":"/home"},"metadata":{"userId":"u-42","correlationId":"c-1"}}`
+	}
+	var d topics.Decoder
+	r1, r2 := jsonRecord(value("e-1")), jsonRecord(value("e-2"))
+	a, err := d.Decode(r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := d.Decode(r2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ceRec := ceRecord()
+	ce, err := d.Decode(ceRec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		name    string
+		x, y, z string
+	}{
+		{"Type", a.Type, b.Type, b.Type},
+		{"Source", a.Source, b.Source, ce.Source},
+		{"AggregateID", a.AggregateID, b.AggregateID, ce.AggregateID},
+		{"Data.UserID", a.Data.UserID, b.Data.UserID, ce.Data.UserID},
+		{"Data.Action", a.Data.Action, b.Data.Action, ce.Data.Action},
+		{"Data.Resource", a.Data.Resource, b.Data.Resource, ce.Data.Resource},
+		{"Metadata.UserID", a.Metadata.UserID, b.Metadata.UserID, a.AggregateID},
+	} {
+		if !sameString(f.x, f.y) || !sameString(f.y, f.z) {
+			t.Errorf("%s: %q, %q and %q do not share one string", f.name, f.x, f.y, f.z)
+		}
+	}
+	// The strings are the Decoder's, not views of the records: overwriting
+	// the records changes no event.
+	want := []topics.Event{a, b, ce}
+	for _, r := range []*topics.Record{r1, r2, ceRec} {
+		clear(r.Value)
+		clear(r.Key)
+		for _, h := range r.Headers {
+			clear(h.Value)
+		}
+	}
+	wantA := topics.Event{ID: "e-1", Type: "user.signup", Version: topics.CurrentVersion, Source: "web", AggregateID: "u-42",
+		Time: recordTime, Data: topics.Activity{UserID: "u-42", Action: "click", Resource: "/home"},
+		Metadata: topics.Metadata{UserID: "u-42", CorrelationID: "c-1"}}
+	wantCE := fullEvent()
+	wantCE.Format = topics.FormatCloudEvents
+	if got := want[0]; !reflect.DeepEqual(got, wantA) {
+		t.Errorf("JSON event after its record changed:\n got %+v\nwant %+v", got, wantA)
+	}
+	if got := want[2]; !reflect.DeepEqual(got, wantCE) {
+		t.Errorf("CloudEvents event after its record changed:\n got %+v\nwant %+v", got, wantCE)
+	}
+}
+
+// TestDecodeAllocs checks that, once a Decoder has seen them, recurring
+// values cost no allocation: what is left are the strings unique to the
+// event.
+func TestDecodeAllocs(t *testing.T) {
+	jsonRec := &topics.Record{Key: []byte("u-42"), Value: []byte(benchJSON), Headers: []topics.Header{
+		{Key: "traceparent", Value: []byte(traceParent)},
+	}}
+	for _, tt := range []struct {
+		name string
+		rec  *topics.Record
+		max  float64
+	}{
+		{"JSON", jsonRec, 3},           // id, metadata.correlationId, traceparent
+		{"CloudEvents", ceRecord(), 5}, // ce_id, ce_correlationid, ce_causationid, ce_traceid, traceparent
+		{"invalid", jsonRecord(`{"id":"e","type":"t","sequence":0}`), 3}, // the error
+	} {
+		var d topics.Decoder
+		d.Decode(tt.rec)
+		if n := testing.AllocsPerRun(100, func() { d.Decode(tt.rec) }); n > tt.max {
+			t.Errorf("%s: %v allocations per Decode, want at most %v", tt.name, n, tt.max)
+		}
+	}
+}
+
+// TestDecodeTablesBounded feeds one Decoder many distinct values in every
+// field that goes through a table: its tables must stay bounded, and what
+// they hold must change no decoded value.
+func TestDecodeTablesBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("decodes 100,000 records")
+	}
+	const n = 100_000
+	record := func(i int) (*topics.Record, topics.Event) {
+		s := strconv.Itoa(i)
+		r := jsonRecord(`{"id":"e-` + s + `","type":"type-` + s + `","source":"source-` + s + `","aggregateId":"u-` + s +
+			`","data":{"action":"action-` + s + `","resource":"/resource/` + s + `"},"metadata":{"userId":"m-` + s + `"}}`)
+		r.Key = []byte("key")
+		e := topics.Event{ID: "e-" + s, Type: "type-" + s, Version: topics.CurrentVersion, Source: "source-" + s,
+			AggregateID: "u-" + s, KeyMismatch: true, Time: recordTime,
+			Data:     topics.Activity{UserID: "u-" + s, Action: "action-" + s, Resource: "/resource/" + s},
+			Metadata: topics.Metadata{UserID: "m-" + s}}
+		return r, e
+	}
+	var d topics.Decoder
+	r, _ := record(-1)
+	first, err := d.Decode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		r, want := record(i)
+		if got, err := d.Decode(r); err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("record %d: got %+v, %v\nwant %+v", i, got, err, want)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// Tables that kept every value would hold 5 strings per record here,
+	// well over 10 MB.
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 2<<20 {
+		t.Errorf("the heap grew by %d bytes over %d distinct records", grown, n)
+	}
+	// A full table keeps what it holds: the first values are still shared.
+	again, err := d.Decode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameString(again.Type, first.Type) || !sameString(again.Source, first.Source) ||
+		!sameString(again.Data.Action, first.Data.Action) || !sameString(again.Data.Resource, first.Data.Resource) {
+		t.Errorf("a full table let go of the values it held first")
+	}
+	// And a new value decodes the same as with a fresh Decoder.
+	r, want := record(n)
+	var fresh topics.Decoder
+	if got, err := fresh.Decode(r); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("fresh Decoder: %+v, %v", got, err)
+	}
+	if got, err := d.Decode(r); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("full Decoder: %+v, %v\nwant %+v", got, err, want)
+	}
+	runtime.KeepAlive(&d)
 }

@@ -378,6 +378,13 @@ func stringBytes(raw []byte) (body []byte, escaped, ok bool) {
 	return body, bytes.IndexByte(body, '\\') >= 0, true
 }
 
+// plainString returns the content of the raw JSON string raw when it has no
+// escapes, and whether it is such a string.
+func plainString(raw []byte) ([]byte, bool) {
+	body, escaped, ok := stringBytes(raw)
+	return body, ok && !escaped
+}
+
 // stringValue converts the raw JSON string raw to a Go string.
 func stringValue(raw []byte) (string, bool) {
 	body, escaped, ok := stringBytes(raw)
