@@ -41,16 +41,19 @@ type Config struct {
 
 // Kafka configures the Kafka client and the consumer group.
 type Kafka struct {
-	Brokers          []string      `yaml:"brokers" doc:"Kafka bootstrap brokers, each host:port."`
-	Group            string        `yaml:"group" doc:"Consumer group ID."`
-	ClientID         string        `yaml:"client_id" doc:"Client ID sent to the brokers."`
-	StartOffset      string        `yaml:"start_offset" doc:"Where a new consumer group starts: earliest or latest."`
-	CommitInterval   time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed."`
-	MaxPollRecords   int           `yaml:"max_poll_records" doc:"Most records taken in one poll."`
-	SessionTimeout   time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout."`
-	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance."`
-	SASL             SASL          `yaml:"sasl"`
-	TLS              TLS           `yaml:"tls"`
+	Brokers        []string      `yaml:"brokers" doc:"Kafka bootstrap brokers, each host:port."`
+	Group          string        `yaml:"group" doc:"Consumer group ID."`
+	ClientID       string        `yaml:"client_id" doc:"Client ID sent to the brokers."`
+	StartOffset    string        `yaml:"start_offset" doc:"Where a new consumer group starts: earliest or latest."`
+	CommitInterval time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed."`
+	MaxPollRecords int           `yaml:"max_poll_records" doc:"Most records taken in one poll."`
+	// FetchMaxPartitionBytes trades memory for throughput: each partition
+	// holds about two fetches' worth of records, decompressed.
+	FetchMaxPartitionBytes ByteSize      `yaml:"fetch_max_partition_bytes" doc:"Most (compressed) bytes one fetch returns per partition; bounds the records held in memory (1KiB to 64MiB)."`
+	SessionTimeout         time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout."`
+	RebalanceTimeout       time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance."`
+	SASL                   SASL          `yaml:"sasl"`
+	TLS                    TLS           `yaml:"tls"`
 }
 
 // SASL configures Kafka authentication.
@@ -188,14 +191,15 @@ type Retry struct {
 func Default() Config {
 	return Config{
 		Kafka: Kafka{
-			Brokers:          []string{"localhost:9092"},
-			Group:            "streamworker",
-			ClientID:         "streamworker",
-			StartOffset:      "earliest",
-			CommitInterval:   time.Second,
-			MaxPollRecords:   5000,
-			SessionTimeout:   45 * time.Second,
-			RebalanceTimeout: 60 * time.Second,
+			Brokers:                []string{"localhost:9092"},
+			Group:                  "streamworker",
+			ClientID:               "streamworker",
+			StartOffset:            "earliest",
+			CommitInterval:         time.Second,
+			MaxPollRecords:         5000,
+			FetchMaxPartitionBytes: 512 * KiB,
+			SessionTimeout:         45 * time.Second,
+			RebalanceTimeout:       60 * time.Second,
 		},
 		Topics: Topics{
 			Input:             "user.activity",

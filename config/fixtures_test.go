@@ -30,14 +30,15 @@ func TestFullFixture(t *testing.T) {
 	}
 	want := Config{
 		Kafka: Kafka{
-			Brokers:          []string{"kafka-0.kafka:9092", "kafka-1.kafka:9092"},
-			Group:            "activity-workers",
-			ClientID:         "worker-a",
-			StartOffset:      "latest",
-			CommitInterval:   2 * time.Second,
-			MaxPollRecords:   1000,
-			SessionTimeout:   30 * time.Second,
-			RebalanceTimeout: 2 * time.Minute,
+			Brokers:                []string{"kafka-0.kafka:9092", "kafka-1.kafka:9092"},
+			Group:                  "activity-workers",
+			ClientID:               "worker-a",
+			StartOffset:            "latest",
+			CommitInterval:         2 * time.Second,
+			MaxPollRecords:         1000,
+			FetchMaxPartitionBytes: 2 * MiB,
+			SessionTimeout:         30 * time.Second,
+			RebalanceTimeout:       2 * time.Minute,
 			// The password file is read into the password.
 			SASL: SASL{Mechanism: "SCRAM-SHA-512", Username: "worker", Password: "kafka-secret-from-file"},
 			TLS: TLS{Enabled: true, CAFile: "testdata/files/ca.pem", CertFile: "testdata/files/client.pem",
@@ -191,6 +192,7 @@ var badFixtures = map[string][]string{
 		"sequencing.max_buffered_bytes = 0: must be at least 1",
 	},
 	"misc.bad.yaml": {
+		"kafka.fetch_max_partition_bytes = 100MiB: must be between 1KiB and 64MiB",
 		"http.addr = 9464: must be host:port or :port",
 		"log.level = verbose: must be one of debug, info, warn, error",
 		"log.format = xml: must be one of json, text",

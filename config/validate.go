@@ -136,6 +136,8 @@ func (c *Config) validate() problems {
 	p.oneOf("kafka.start_offset", k.StartOffset, "earliest", "latest")
 	p.positive("kafka.commit_interval", k.CommitInterval)
 	p.atLeast("kafka.max_poll_records", k.MaxPollRecords, 1)
+	p.check(k.FetchMaxPartitionBytes >= KiB && k.FetchMaxPartitionBytes <= 64*MiB, "kafka.fetch_max_partition_bytes", k.FetchMaxPartitionBytes,
+		"must be between 1KiB and 64MiB")
 	p.positive("kafka.session_timeout", k.SessionTimeout)
 	p.positive("kafka.rebalance_timeout", k.RebalanceTimeout)
 	s := k.SASL

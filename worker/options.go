@@ -40,6 +40,10 @@ type Options struct {
 	// MaxPollRecords bounds the records taken from the client per poll
 	// (default 5000).
 	MaxPollRecords int
+	// FetchMaxPartitionBytes bounds the (compressed) bytes one fetch
+	// returns per partition, and so the records a partition holds in
+	// memory (default 512 KiB).
+	FetchMaxPartitionBytes int
 	// SessionTimeout and RebalanceTimeout are the group timeouts (defaults
 	// 45s and 60s).
 	SessionTimeout, RebalanceTimeout time.Duration
@@ -101,6 +105,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxPollRecords <= 0 {
 		o.MaxPollRecords = 5000
+	}
+	if o.FetchMaxPartitionBytes <= 0 {
+		o.FetchMaxPartitionBytes = 512 << 10
 	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 45 * time.Second

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,6 +107,7 @@ func New(opts Options) (*Worker, error) {
 		// A fetch for partitions with nothing new must not hold back
 		// partitions resumed meanwhile for the 5s default.
 		kgo.FetchMaxWait(250*time.Millisecond),
+		kgo.FetchMaxPartitionBytes(int32(min(opts.FetchMaxPartitionBytes, math.MaxInt32))),
 		kgo.MaxBufferedRecords(1<<20),
 		kgo.WithLogger(kgoLogger{opts.Logger}),
 	)
