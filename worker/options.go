@@ -60,7 +60,7 @@ type Options struct {
 	// per partition in front of Redis (default 10000; negative disables it).
 	RecentSize int
 	// CacheSize is the number of aggregate states kept in memory per
-	// worker, shared by its partitions (default 100000; negative disables
+	// worker, shared by its partitions (default 50000; negative disables
 	// the cache).
 	CacheSize int
 
@@ -125,7 +125,7 @@ func (o *Options) setDefaults() {
 		o.RecentSize = 10_000
 	}
 	if o.CacheSize == 0 {
-		o.CacheSize = 100_000
+		o.CacheSize = 50_000
 	}
 	if o.MaxInputBytes <= 0 {
 		o.MaxInputBytes = 1 << 20
