@@ -49,11 +49,17 @@ type Kafka struct {
 	MaxPollRecords int           `yaml:"max_poll_records" doc:"Most records taken in one poll."`
 	// FetchMaxPartitionBytes trades memory for throughput: each partition
 	// holds about two fetches' worth of records, decompressed.
-	FetchMaxPartitionBytes ByteSize      `yaml:"fetch_max_partition_bytes" doc:"Most (compressed) bytes one fetch returns per partition; bounds the records held in memory (1KiB to 64MiB)."`
-	SessionTimeout         time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout."`
-	RebalanceTimeout       time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance."`
-	SASL                   SASL          `yaml:"sasl"`
-	TLS                    TLS           `yaml:"tls"`
+	FetchMaxPartitionBytes ByteSize `yaml:"fetch_max_partition_bytes" doc:"Most (compressed) bytes one fetch returns per partition; bounds the records held in memory (1KiB to 64MiB)."`
+	// FetchMinBytes and FetchMaxWait let a fetch gather a few milliseconds
+	// of records at low rates: fewer, larger batches cost less CPU per
+	// event (fewer Redis and produce round trips), which at moderate rates
+	// shortens the latency tail more than the wait adds.
+	FetchMinBytes    ByteSize      `yaml:"fetch_min_bytes" doc:"Bytes a fetch waits for (up to fetch_max_wait) before the broker answers (1B to 64MiB)."`
+	FetchMaxWait     time.Duration `yaml:"fetch_max_wait" doc:"Longest time the broker holds a fetch waiting for fetch_min_bytes (10ms to 30s)."`
+	SessionTimeout   time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout."`
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance."`
+	SASL             SASL          `yaml:"sasl"`
+	TLS              TLS           `yaml:"tls"`
 }
 
 // SASL configures Kafka authentication.
@@ -201,6 +207,8 @@ func Default() Config {
 			CommitInterval:         time.Second,
 			MaxPollRecords:         5000,
 			FetchMaxPartitionBytes: 512 * KiB,
+			FetchMinBytes:          16 * KiB,
+			FetchMaxWait:           10 * time.Millisecond,
 			SessionTimeout:         45 * time.Second,
 			RebalanceTimeout:       60 * time.Second,
 		},

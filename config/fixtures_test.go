@@ -37,6 +37,8 @@ func TestFullFixture(t *testing.T) {
 			CommitInterval:         2 * time.Second,
 			MaxPollRecords:         1000,
 			FetchMaxPartitionBytes: 2 * MiB,
+			FetchMinBytes:          KiB,
+			FetchMaxWait:           50 * time.Millisecond,
 			SessionTimeout:         30 * time.Second,
 			RebalanceTimeout:       2 * time.Minute,
 			// The password file is read into the password.
@@ -193,6 +195,8 @@ var badFixtures = map[string][]string{
 	},
 	"misc.bad.yaml": {
 		"kafka.fetch_max_partition_bytes = 100MiB: must be between 1KiB and 64MiB",
+		"kafka.fetch_min_bytes = 0: must be between 1B and 64MiB",
+		"kafka.fetch_max_wait = 5ms: must be between 10ms and 30s",
 		"http.addr = 9464: must be host:port or :port",
 		"log.level = verbose: must be one of debug, info, warn, error",
 		"log.format = xml: must be one of json, text",

@@ -138,6 +138,10 @@ func (c *Config) validate() problems {
 	p.atLeast("kafka.max_poll_records", k.MaxPollRecords, 1)
 	p.check(k.FetchMaxPartitionBytes >= KiB && k.FetchMaxPartitionBytes <= 64*MiB, "kafka.fetch_max_partition_bytes", k.FetchMaxPartitionBytes,
 		"must be between 1KiB and 64MiB")
+	p.check(k.FetchMinBytes >= 1 && k.FetchMinBytes <= 64*MiB, "kafka.fetch_min_bytes", k.FetchMinBytes,
+		"must be between 1B and 64MiB")
+	p.check(k.FetchMaxWait >= 10*time.Millisecond && k.FetchMaxWait <= 30*time.Second, "kafka.fetch_max_wait", k.FetchMaxWait,
+		"must be between 10ms and 30s")
 	p.positive("kafka.session_timeout", k.SessionTimeout)
 	p.positive("kafka.rebalance_timeout", k.RebalanceTimeout)
 	s := k.SASL

@@ -44,6 +44,10 @@ type Options struct {
 	// returns per partition, and so the records a partition holds in
 	// memory (default 512 KiB).
 	FetchMaxPartitionBytes int
+	// FetchMinBytes and FetchMaxWait: a fetch waits up to FetchMaxWait for
+	// FetchMinBytes (defaults 16 KiB and 10ms; at least 10ms).
+	FetchMinBytes int
+	FetchMaxWait  time.Duration
 	// SessionTimeout and RebalanceTimeout are the group timeouts (defaults
 	// 45s and 60s).
 	SessionTimeout, RebalanceTimeout time.Duration
@@ -109,6 +113,13 @@ func (o *Options) setDefaults() {
 	if o.FetchMaxPartitionBytes <= 0 {
 		o.FetchMaxPartitionBytes = 512 << 10
 	}
+	if o.FetchMinBytes <= 0 {
+		o.FetchMinBytes = 16 << 10
+	}
+	if o.FetchMaxWait <= 0 {
+		o.FetchMaxWait = 10 * time.Millisecond
+	}
+	o.FetchMaxWait = max(o.FetchMaxWait, 10*time.Millisecond) // the client's floor
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 45 * time.Second
 	}

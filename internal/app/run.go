@@ -68,6 +68,8 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 		CommitInterval:         c.Kafka.CommitInterval,
 		MaxPollRecords:         c.Kafka.MaxPollRecords,
 		FetchMaxPartitionBytes: int(c.Kafka.FetchMaxPartitionBytes),
+		FetchMinBytes:          int(c.Kafka.FetchMinBytes),
+		FetchMaxWait:           c.Kafka.FetchMaxWait,
 		SessionTimeout:         c.Kafka.SessionTimeout,
 		RebalanceTimeout:       c.Kafka.RebalanceTimeout,
 		KeyPrefix:              c.Redis.KeyPrefix,
