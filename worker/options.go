@@ -116,10 +116,7 @@ func (o *Options) setDefaults() {
 	if o.FetchMinBytes <= 0 {
 		o.FetchMinBytes = 16 << 10
 	}
-	if o.FetchMaxWait <= 0 {
-		o.FetchMaxWait = 10 * time.Millisecond
-	}
-	o.FetchMaxWait = max(o.FetchMaxWait, 10*time.Millisecond) // the client's floor
+	o.FetchMaxWait = max(o.FetchMaxWait, 10*time.Millisecond) // the default, and the client's floor
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 45 * time.Second
 	}

@@ -115,19 +115,42 @@ type batchState struct {
 	dlqCount map[string]int
 	n        tally
 
-	// vals holds the encoded values of the batch's outputs back to back;
-	// valEnd[i] is where out[i]'s value ends in it, or -1 when out[i]
-	// carries its own value (a DLQ record). Values are sliced from vals
-	// once the batch is complete (it moves while it grows).
-	vals   []byte
-	valEnd []int
+	// vals holds the encoded value of each output, one entry per out
+	// (a DLQ record carries its own value: its entry is skipped); states
+	// the binary state of each write.
+	vals   pieces
 	slabs  recordSlabs
-	// states holds the binary states of the batch's writes back to back,
-	// stateEnd where each ends.
-	states   []byte
-	stateEnd []int
-	writes   []state.Write
-	owners   []*aggregate
+	states pieces
+	writes []state.Write
+	owners []*aggregate
+}
+
+// pieces holds byte strings appended back to back into one reused buffer.
+// The buffer moves while it grows, so the pieces are sliced out only once
+// it is complete.
+type pieces struct {
+	buf  []byte
+	ends []int // where each entry's piece ends in buf; -1: no piece
+}
+
+func (p *pieces) reset() { p.buf, p.ends = p.buf[:0], p.ends[:0] }
+
+// end closes the piece appended to buf since the previous entry.
+func (p *pieces) end() { p.ends = append(p.ends, len(p.buf)) }
+
+// skip adds an entry without a piece.
+func (p *pieces) skip() { p.ends = append(p.ends, -1) }
+
+// each calls f with the index and the bytes of every entry with a piece.
+func (p *pieces) each(f func(i int, b []byte)) {
+	start := 0
+	for i, end := range p.ends {
+		if end < 0 {
+			continue
+		}
+		f(i, p.buf[start:end:end])
+		start = end
+	}
 }
 
 // recordSlabs hands out output records from fixed-size chunks, reused
@@ -407,7 +430,7 @@ func (p *partition) resetBatch() {
 	clear(b.out)
 	b.out = b.out[:0]
 	b.outTimes = b.outTimes[:0]
-	b.vals, b.valEnd = b.vals[:0], b.valEnd[:0]
+	b.vals.reset()
 	b.slabs.reset()
 	clear(b.dlqCount)
 	b.n = tally{}
@@ -582,13 +605,13 @@ func (p *partition) apply(a *aggregate, it *pending) {
 	if count := eff.Milestone; count > 0 {
 		d := topics.MilestoneData{UserID: a.id, Milestone: "activity", Count: count}
 		meta := topics.MetaFor(&it.ev, topics.MilestoneID(a.id, count))
-		b.vals = topics.AppendMilestone(b.vals, meta, &d)
+		b.vals.buf = topics.AppendMilestone(b.vals.buf, meta, &d)
 		p.output(names.Milestones, it)
 		b.n.milestones++
 	}
 	if eff.Anomaly != nil {
 		meta := topics.MetaFor(&it.ev, topics.AnomalyID(a.id, it.ev.ID))
-		b.vals = topics.AppendAnomaly(b.vals, meta, eff.Anomaly)
+		b.vals.buf = topics.AppendAnomaly(b.vals.buf, meta, eff.Anomaly)
 		p.output(names.Anomalies, it)
 		if eff.Anomaly.Severity == processors.SeverityCritical {
 			b.n.anomalies[1]++
@@ -634,7 +657,7 @@ func (p *partition) giveUp(a *aggregate, now time.Time) {
 	first, _ := p.pop(a)
 	d := topics.GapData{AggregateID: a.id, Expected: expected, ResumedAt: lowest, Skipped: lowest - expected}
 	meta := topics.MetaFor(&first.ev, topics.GapID(a.id, expected, lowest))
-	p.b.vals = topics.AppendGap(p.b.vals, meta, &d)
+	p.b.vals.buf = topics.AppendGap(p.b.vals.buf, meta, &d)
 	p.output(p.w.opts.Topics.Gaps, first)
 	p.b.n.gaps++
 	p.w.log.Info("sequence gap given up", "partition", p.id, "aggregate", a.id,
@@ -660,12 +683,12 @@ func (p *partition) expireGaps(now time.Time) {
 
 func (p *partition) emitAggregate(a *aggregate, it *pending) {
 	meta := topics.MetaFor(&it.ev, topics.AggregateID(a.id, it.ev.ID))
-	p.b.vals = a.st.AppendAggregated(p.b.vals, meta, a.id)
+	p.b.vals.buf = a.st.AppendAggregated(p.b.vals.buf, meta, a.id)
 	p.output(p.w.opts.Topics.Aggregates, it)
 }
 
 // output queues one output record caused by it, whose value was just
-// appended to the batch's vals.
+// appended to the batch's vals.buf.
 func (p *partition) output(topic string, it *pending) {
 	b := &p.b
 	a := it.agg
@@ -678,21 +701,8 @@ func (p *partition) output(topic string, it *pending) {
 		r.Headers = []kgo.RecordHeader{{Key: "traceparent", Value: []byte(it.ev.TraceParent)}}
 	}
 	b.out = append(b.out, r)
-	b.valEnd = append(b.valEnd, len(b.vals))
+	b.vals.end()
 	b.outTimes = append(b.outTimes, it.rec.Timestamp)
-}
-
-// sliceValues points every output record at its value in vals, now that
-// vals no longer moves.
-func (b *batchState) sliceValues() {
-	start := 0
-	for i, end := range b.valEnd {
-		if end < 0 {
-			continue
-		}
-		b.out[i].Value = b.vals[start:end:end]
-		start = end
-	}
 }
 
 // dlq queues the original record for the dead-letter topic with the reason;
@@ -709,7 +719,7 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 		kgo.RecordHeader{Key: "dlq.offset", Value: []byte(itoa(r.Offset))},
 	)
 	p.b.out = append(p.b.out, &kgo.Record{Topic: p.w.opts.Topics.DLQ, Key: r.Key, Value: r.Value, Headers: hs})
-	p.b.valEnd = append(p.b.valEnd, -1)
+	p.b.vals.skip()
 	p.b.outTimes = append(p.b.outTimes, r.Timestamp)
 	p.b.dlqCount[reason]++
 	p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", eventID,
@@ -724,7 +734,7 @@ func (p *partition) produce() error {
 	if len(b.out) == 0 {
 		return nil
 	}
-	b.sliceValues()
+	b.vals.each(func(i int, v []byte) { b.out[i].Value = v })
 	todo := b.out
 	for attempt := 0; ; attempt++ {
 		results := p.w.cl.ProduceSync(p.ctx, todo...)

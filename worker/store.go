@@ -41,30 +41,25 @@ func (p *partition) fetch(aggs []string, marks []stateMark) ([]state.Snapshot, [
 // after the batch's outputs are acknowledged.
 func (p *partition) persist() error {
 	b := &p.b
-	// The states go back to back into one reused buffer; each write's Data
-	// is sliced from it once it no longer moves.
-	b.states, b.stateEnd, b.writes, b.owners = b.states[:0], b.stateEnd[:0], b.writes[:0], b.owners[:0]
+	b.states.reset()
+	b.writes, b.owners = b.writes[:0], b.owners[:0]
 	for _, a := range b.aggs {
 		if !a.touched {
 			continue
 		}
 		var err error
-		if b.states, err = a.st.AppendBinary(b.states); err != nil {
+		if b.states.buf, err = a.st.AppendBinary(b.states.buf); err != nil {
 			return err
 		}
+		b.states.end()
 		b.writes = append(b.writes, state.Write{Aggregate: a.id, Expect: a.version, Marks: a.marks})
 		b.owners = append(b.owners, a)
-		b.stateEnd = append(b.stateEnd, len(b.states))
 	}
 	if len(b.writes) == 0 {
 		return nil
 	}
 	writes, owners := b.writes, b.owners
-	start := 0
-	for i, end := range b.stateEnd {
-		writes[i].Data = b.states[start:end:end]
-		start = end
-	}
+	b.states.each(func(i int, d []byte) { writes[i].Data = d })
 	for attempt := 0; ; attempt++ {
 		outcomes, err := p.w.store.Commit(p.ctx, writes)
 		if err != nil {
