@@ -3,6 +3,7 @@ package sequencing
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"slices"
 	"time"
 )
@@ -64,11 +65,12 @@ type Buffer[T any] struct {
 	free  []*aggregate[T] // emptied aggregates, reused to avoid allocation
 	n     int
 	bytes int64
-	// offsets holds the offset of every buffered event, and removed those of
-	// events gone since; both are min-heaps and the minimum of offsets that
-	// is not at the top of removed is MinOffset (lazy deletion).
-	offsets heap
-	removed heap
+	// offsets holds the offset (and item) of every buffered event, and
+	// removed the offsets of events gone since; both are min-heaps and the
+	// minimum of offsets that is not at the top of removed is MinOffset
+	// (lazy deletion).
+	offsets heap[T]
+	removed heap[struct{}]
 }
 
 // Reuse of emptied aggregates: at most maxFree of them, each keeping an
@@ -153,7 +155,7 @@ func (b *Buffer[T]) Add(agg string, seq int64, id string, offset int64, size int
 	a.bytes += sz
 	b.n++
 	b.bytes += sz
-	b.offsets.push(offset)
+	b.offsets.push(offset, item)
 	return Buffered
 }
 
@@ -204,7 +206,7 @@ func (b *Buffer[T]) Pop(agg string, expected int64) (T, bool) {
 	a.bytes -= e.size
 	b.n--
 	b.bytes -= e.size
-	b.removed.push(e.offset)
+	b.removed.push(e.offset, struct{}{})
 	if len(a.live()) == 0 {
 		b.release(agg, a)
 	}
@@ -236,14 +238,6 @@ func (b *Buffer[T]) Lowest(agg string) (seq int64, ok bool) {
 		return 0, false
 	}
 	return a.live()[0].seq, true
-}
-
-// Buffered returns the number of events buffered for agg.
-func (b *Buffer[T]) Buffered(agg string) int {
-	if a := b.aggs[agg]; a != nil {
-		return len(a.live())
-	}
-	return 0
 }
 
 // Expired appends to dst the aggregates whose gap has been open for
@@ -289,26 +283,34 @@ func (b *Buffer[T]) GiveUp(agg string, now time.Time) {
 	}
 }
 
-// OpenedAt returns when the timer of agg's gap started.
-func (b *Buffer[T]) OpenedAt(agg string) (time.Time, bool) {
-	if a := b.aggs[agg]; a != nil {
-		return a.openedAt, true
-	}
-	return time.Time{}, false
-}
-
-// MinOffset returns the lowest offset of any buffered event: the partition
-// may commit no offset above it (committing offset o means "resume at o").
-// It costs O(1) plus the amortized cleanup of removed offsets.
-func (b *Buffer[T]) MinOffset() (int64, bool) {
-	for len(b.removed) > 0 && b.offsets[0] == b.removed[0] {
+// MinOffset returns the lowest offset of any buffered event and that
+// event's item: the partition may commit no offset above it (committing
+// offset o means "resume at o"). It costs O(1) plus the amortized cleanup of
+// removed offsets.
+func (b *Buffer[T]) MinOffset() (int64, T, bool) {
+	for len(b.removed) > 0 && b.offsets[0].offset == b.removed[0].offset {
 		b.offsets.pop()
 		b.removed.pop()
 	}
 	if len(b.offsets) == 0 {
-		return 0, false
+		var zero T
+		return 0, zero, false
 	}
-	return b.offsets[0], true
+	return b.offsets[0].offset, b.offsets[0].item, true
+}
+
+// All yields the aggregate and item of every buffered event, in no
+// particular order. The buffer must not change while it runs.
+func (b *Buffer[T]) All() iter.Seq2[string, T] {
+	return func(yield func(string, T) bool) {
+		for agg, a := range b.aggs {
+			for _, e := range a.live() {
+				if !yield(agg, e.item) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // Drop forgets every event buffered for agg.
@@ -318,7 +320,7 @@ func (b *Buffer[T]) Drop(agg string) {
 		return
 	}
 	for _, e := range a.live() {
-		b.removed.push(e.offset)
+		b.removed.push(e.offset, struct{}{})
 	}
 	b.n -= len(a.live())
 	b.bytes -= a.bytes
@@ -334,21 +336,22 @@ func (b *Buffer[T]) maybeRebuild() {
 	if len(b.removed) <= max(64, b.n) {
 		return
 	}
-	slices.Sort(b.offsets)
-	slices.Sort(b.removed)
+	slices.SortFunc(b.offsets, func(x, y heapEntry[T]) int { return cmp.Compare(x.offset, y.offset) })
+	slices.SortFunc(b.removed, func(x, y heapEntry[struct{}]) int { return cmp.Compare(x.offset, y.offset) })
 	kept := b.offsets[:0]
 	j := 0
-	for _, o := range b.offsets {
-		for j < len(b.removed) && b.removed[j] < o {
+	for _, e := range b.offsets {
+		for j < len(b.removed) && b.removed[j].offset < e.offset {
 			j++ // cannot happen: every removed offset was buffered
 		}
-		if j < len(b.removed) && b.removed[j] == o {
+		if j < len(b.removed) && b.removed[j].offset == e.offset {
 			j++
 			continue
 		}
-		kept = append(kept, o)
+		kept = append(kept, e)
 	}
-	b.offsets = kept // ascending, so a valid min-heap
+	clear(b.offsets[len(kept):]) // release the items
+	b.offsets = kept             // ascending, so a valid min-heap
 	b.removed = b.removed[:0]
 }
 
@@ -357,6 +360,7 @@ func (b *Buffer[T]) Reset() {
 	clear(b.aggs)
 	b.free = b.free[:0]
 	b.n, b.bytes = 0, 0
+	clear(b.offsets)
 	b.offsets = b.offsets[:0]
 	b.removed = b.removed[:0]
 }
@@ -367,20 +371,22 @@ func (b *Buffer[T]) Len() int { return b.n }
 // Bytes returns the bytes of the buffered events.
 func (b *Buffer[T]) Bytes() int64 { return b.bytes }
 
-// Aggregates returns the number of aggregates with buffered events, that is
-// with an open gap.
-func (b *Buffer[T]) Aggregates() int { return len(b.aggs) }
+// heap is a binary min-heap of offsets, each with a value.
+type heap[V any] []heapEntry[V]
 
-// heap is a binary min-heap of offsets.
-type heap []int64
+type heapEntry[V any] struct {
+	offset int64
+	item   V
+}
 
-func (h *heap) push(x int64) {
+func (h *heap[V]) push(offset int64, v V) {
+	x := heapEntry[V]{offset, v}
 	*h = append(*h, x)
 	s := *h
 	i := len(s) - 1
 	for i > 0 {
 		p := (i - 1) / 2
-		if s[p] <= x {
+		if s[p].offset <= x.offset {
 			break
 		}
 		s[i] = s[p]
@@ -389,10 +395,11 @@ func (h *heap) push(x int64) {
 	s[i] = x
 }
 
-func (h *heap) pop() {
+func (h *heap[V]) pop() {
 	s := *h
 	n := len(s) - 1
 	x := s[n]
+	s[n] = heapEntry[V]{} // release the item
 	s = s[:n]
 	i := 0
 	for {
@@ -400,10 +407,10 @@ func (h *heap) pop() {
 		if c >= n {
 			break
 		}
-		if c+1 < n && s[c+1] < s[c] {
+		if c+1 < n && s[c+1].offset < s[c].offset {
 			c++
 		}
-		if x <= s[c] {
+		if x.offset <= s[c].offset {
 			break
 		}
 		s[i] = s[c]

@@ -35,7 +35,7 @@ func ExampleBuffer() {
 		case sequencing.DecisionBehind:
 			fmt.Println("behind", e.id, "(duplicate or late, by its dedupe mark)")
 		}
-		if off, ok := buf.MinOffset(); ok {
+		if off, _, ok := buf.MinOffset(); ok {
 			fmt.Println("  commit point held at offset", off)
 		}
 	}

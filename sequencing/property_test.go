@@ -167,7 +167,7 @@ func (s *sim) check(cfg Config) {
 	if s.b.Len() != n || s.b.Bytes() != bytes || n > cfg.MaxPerPartition || bytes > cfg.MaxBytes {
 		s.t.Fatalf("Len %d Bytes %d, walked %d %d, bounds %d %d", s.b.Len(), s.b.Bytes(), n, bytes, cfg.MaxPerPartition, cfg.MaxBytes)
 	}
-	got, ok := s.b.MinOffset()
+	got, _, ok := s.b.MinOffset()
 	if ok != any || got != minOff {
 		s.t.Fatalf("MinOffset = %d, %v; brute force %d, %v", got, ok, minOff, any)
 	}
@@ -366,7 +366,7 @@ func TestMinOffsetLongHold(t *testing.T) {
 		if _, ok := b.Pop(agg, 2); !ok {
 			t.Fatal("Pop")
 		}
-		if o, ok := b.MinOffset(); !ok || o != 7 {
+		if o, _, ok := b.MinOffset(); !ok || o != 7 {
 			t.Fatalf("MinOffset = %d, %v; want 7", o, ok)
 		}
 		if len(b.removed) > 64 || len(b.offsets) > 66 {
@@ -374,7 +374,7 @@ func TestMinOffsetLongHold(t *testing.T) {
 		}
 	}
 	b.Pop("held", 2)
-	if _, ok := b.MinOffset(); ok {
+	if _, _, ok := b.MinOffset(); ok {
 		t.Error("MinOffset of an empty buffer")
 	}
 }
@@ -441,7 +441,7 @@ func TestRandomOperations(t *testing.T) {
 			n, bytes, minOff := 0, int64(0), int64(-1)
 			for a, its := range model {
 				low, ok := b.Lowest(a)
-				if ok != (len(its) > 0) || (ok && low != its[0].seq) || b.Buffered(a) != len(its) {
+				if ok != (len(its) > 0) || (ok && low != its[0].seq) || buffered(b, a) != len(its) {
 					t.Fatalf("trial %d op %d: Lowest(%s) = %d, %v; model %v", trial, op, a, low, ok, its)
 				}
 				n += len(its)
@@ -452,7 +452,7 @@ func TestRandomOperations(t *testing.T) {
 					}
 				}
 			}
-			got, ok := b.MinOffset()
+			got, _, ok := b.MinOffset()
 			if b.Len() != n || b.Bytes() != bytes || ok != (minOff >= 0) || (ok && got != minOff) {
 				t.Fatalf("trial %d op %d: Len %d Bytes %d MinOffset %d %v; model %d %d %d", trial, op, b.Len(), b.Bytes(), got, ok, n, bytes, minOff)
 			}
