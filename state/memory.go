@@ -103,6 +103,13 @@ func (m *MemoryStore) Commit(ctx context.Context, writes []Write) ([]Outcome, er
 	return out, nil
 }
 
+// Ping implements Store: it fails while SetError holds an error.
+func (m *MemoryStore) Ping(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.check(ctx)
+}
+
 func (m *MemoryStore) check(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -317,6 +317,16 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 	return noScript, err
 }
 
+// Ping implements Store with a PING (on a Cluster, of the node the client
+// routes it to; the fetch and commit pipelines report the other nodes'
+// failures).
+func (s *RedisStore) Ping(ctx context.Context) error {
+	start := time.Now()
+	err := s.client.Ping(ctx).Err()
+	s.observe("ping", start, err)
+	return err
+}
+
 func (s *RedisStore) observe(op string, start time.Time, err error) {
 	if s.obs != nil {
 		s.obs.ObserveRedis(op, time.Since(start), err)

@@ -100,6 +100,8 @@ type Store interface {
 	// are returned with it; the others are Unknown, and an Unknown write
 	// may have been applied: the caller fetches again before retrying.
 	Commit(ctx context.Context, writes []Write) ([]Outcome, error)
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
 }
 
 // decide is the commit rule, shared by MemoryStore and mirrored by the Lua

@@ -17,22 +17,27 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/dedupe"
+	"github.com/streamworker/streamworker/internal/app"
 	"github.com/streamworker/streamworker/internal/testenv"
 	"github.com/streamworker/streamworker/loadgen"
 	"github.com/streamworker/streamworker/processors"
-	"github.com/streamworker/streamworker/sequencing"
+	"github.com/streamworker/streamworker/state"
 	"github.com/streamworker/streamworker/topics"
 	"github.com/streamworker/streamworker/worker"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// env is one test's broker, Redis and topic names.
+// env is one test's broker, store and topic names. The store is a
+// redis-server (newEnv) or a state.MemoryStore (newMemEnv).
 type env struct {
 	t      testing.TB
 	kafka  *testenv.KafkaCluster
-	redis  *testenv.RedisServer
+	redis  *testenv.RedisServer // nil with a MemoryStore
+	store  state.Store          // what the workers of the test use
+	mem    *state.MemoryStore
 	names  topics.Names
 	group  string
 	prefix string
@@ -46,43 +51,64 @@ func newEnv(t testing.TB, partitions int, kopts ...testenv.KafkaOption) *env {
 
 func newEnvWith(t testing.TB, partitions int, kopts []testenv.KafkaOption, ropts []testenv.RedisOption) *env {
 	t.Helper()
+	e := newKafkaEnv(t, partitions, kopts)
+	e.redis = testenv.Redis(t, ropts...)
+	e.prefix = e.redis.Prefix()
+	if e.prefix == "" {
+		e.prefix = "sw"
+	}
+	e.store = state.NewRedisStore(e.redis.Client(t), dedupe.Keys{Prefix: e.prefix}, 0)
+	return e
+}
+
+// newMemEnv is an env whose workers keep state in one shared MemoryStore:
+// no redis-server needed.
+func newMemEnv(t testing.TB, partitions int, kopts ...testenv.KafkaOption) *env {
+	t.Helper()
+	e := newKafkaEnv(t, partitions, kopts)
+	e.mem = state.NewMemoryStore(0, nil)
+	e.store = e.mem
+	return e
+}
+
+func newKafkaEnv(t testing.TB, partitions int, kopts []testenv.KafkaOption) *env {
+	t.Helper()
 	k := testenv.Kafka(t, kopts...)
-	e := &env{t: t, kafka: k, redis: testenv.Redis(t, ropts...), parts: partitions}
+	e := &env{t: t, kafka: k, parts: partitions}
 	d := topics.DefaultNames()
 	e.names = topics.Names{Input: k.Topic(d.Input), Aggregates: k.Topic(d.Aggregates), Milestones: k.Topic(d.Milestones),
 		Anomalies: k.Topic(d.Anomalies), DLQ: k.Topic(d.DLQ), Gaps: k.Topic(d.Gaps)}
 	k.CreateTopics(t, partitions, e.names.Input)
 	k.CreateTopics(t, 3, e.names.Aggregates, e.names.Milestones, e.names.Anomalies, e.names.DLQ, e.names.Gaps)
 	e.group = k.Topic("group")
-	e.prefix = e.redis.Prefix()
-	if e.prefix == "" {
-		e.prefix = "sw"
-	}
 	return e
 }
 
-// options are the worker options of this env, with fast timings for tests.
+// options are the worker options of this env: the configuration's
+// defaults with fast timings for tests.
 func (e *env) options(reg prometheus.Registerer) worker.Options {
-	pc := processors.DefaultConfig()
-	return worker.Options{
-		Kafka:              []kgo.Opt{kgo.SeedBrokers(e.kafka.Seeds()...)},
-		Group:              e.group,
-		Topics:             e.names,
-		CommitInterval:     200 * time.Millisecond,
-		SessionTimeout:     6 * time.Second,
-		RebalanceTimeout:   10 * time.Second,
-		Redis:              e.redis.Client(e.t),
-		KeyPrefix:          e.prefix,
-		Sequencing:         sequencing.Config{MaxPerAggregate: 1000, MaxPerPartition: 10000, MaxBytes: 64 << 20, GapTimeout: 30 * time.Second},
-		CoalesceAggregates: true,
-		Processors:         pc,
-		RetryInitial:       20 * time.Millisecond,
-		RetryMax:           500 * time.Millisecond,
-		ShutdownTimeout:    15 * time.Second,
-		LagInterval:        200 * time.Millisecond,
-		Logger:             testLogger(),
-		Registerer:         reg,
+	opts, err := app.WorkerOptions(config.Default())
+	if err != nil {
+		e.t.Fatal(err)
 	}
+	opts.Kafka = []kgo.Opt{kgo.SeedBrokers(e.kafka.Seeds()...)}
+	opts.Group = e.group
+	opts.Topics = e.names
+	opts.CommitInterval = 200 * time.Millisecond
+	opts.SessionTimeout = 6 * time.Second
+	opts.RebalanceTimeout = 10 * time.Second
+	if e.redis != nil {
+		opts.Redis = e.redis.Client(e.t)
+		opts.KeyPrefix = e.prefix
+	} else {
+		opts.Store = e.store
+	}
+	opts.Retry = worker.Backoff{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond}
+	opts.ShutdownTimeout = 15 * time.Second
+	opts.LagInterval = 200 * time.Millisecond
+	opts.Logger = testLogger()
+	opts.Registerer = reg
+	return opts
 }
 
 func testLogger() *slog.Logger {
@@ -299,23 +325,29 @@ func (e *env) outputs(topic string) []outputRecord {
 	return out
 }
 
-// verify checks Redis state and every output topic against the oracle.
+// stateOf returns the stored state of user u (nil when none).
+func (e *env) stateOf(u string) []byte {
+	e.t.Helper()
+	snaps, _, err := e.store.Fetch(context.Background(), []string{u}, nil)
+	if err != nil {
+		e.t.Fatalf("reading the state of %s: %v", u, err)
+	}
+	return snaps[0].Data
+}
+
+// verify checks the stored state and every output topic against the oracle.
 func (e *env) verify(o *loadgen.Oracle, pc processors.Config) {
 	t := e.t
 	t.Helper()
 	want := expect(t, o, pc)
-	keys := dedupe.Keys{Prefix: e.prefix}
-	rc := e.redis.Client(t)
-	ctx := context.Background()
-
 	bad := 0
 	for u, x := range want {
-		got, err := rc.HGet(ctx, keys.State(u), "d").Bytes()
-		if err != nil || !bytes.Equal(got, x.state) {
+		got := e.stateOf(u)
+		if !bytes.Equal(got, x.state) {
 			if bad < 5 {
 				var st processors.State
 				_ = st.UnmarshalBinary(got)
-				t.Errorf("user %s: stored state differs (err %v):\n got  %+v\n want %+v", u, err, st.Snapshot(u), x.snapshot)
+				t.Errorf("user %s: stored state differs:\n got  %+v\n want %+v", u, st.Snapshot(u), x.snapshot)
 			}
 			bad++
 		}

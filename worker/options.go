@@ -10,8 +10,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/streamworker/streamworker/dedupe"
 	"github.com/streamworker/streamworker/processors"
 	"github.com/streamworker/streamworker/sequencing"
+	"github.com/streamworker/streamworker/state"
 	"github.com/streamworker/streamworker/topics"
 )
 
@@ -21,8 +23,10 @@ const (
 	UnknownDLQ  = "dlq"
 )
 
-// Options configures a Worker. The zero value of every field but Kafka,
-// Redis and Group takes the documented default.
+// Options configures a Worker. Every field holds the effective value: the
+// defaults live in one place, the configuration (config.Default), and New
+// refuses a value that cannot work instead of replacing it. Only Logger,
+// Registerer and Now may be left zero.
 type Options struct {
 	// Kafka holds the client options that say how to reach the cluster:
 	// seed brokers, TLS, SASL, client ID. The worker adds the group,
@@ -35,44 +39,45 @@ type Options struct {
 	// StartAtEnd makes a new group start at the end of the input instead of
 	// the earliest offset.
 	StartAtEnd bool
-	// CommitInterval is how often progress is committed (default 1s).
+	// CommitInterval is how often progress is committed.
 	CommitInterval time.Duration
-	// MaxPollRecords bounds the records taken from the client per poll
-	// (default 5000).
+	// MaxPollRecords bounds the records taken from the client per poll.
 	MaxPollRecords int
 	// FetchMaxPartitionBytes bounds the (compressed) bytes one fetch
 	// returns per partition, and so the records a partition holds in
-	// memory (default 512 KiB).
+	// memory.
 	FetchMaxPartitionBytes int
-	// FetchMinBytes and FetchMaxWait: a fetch waits up to FetchMaxWait for
-	// FetchMinBytes (defaults 16 KiB and 10ms; at least 10ms).
+	// FetchMinBytes and FetchMaxWait: a fetch waits up to FetchMaxWait (at
+	// least 10ms, the client's floor) for FetchMinBytes.
 	FetchMinBytes int
 	FetchMaxWait  time.Duration
-	// SessionTimeout and RebalanceTimeout are the group timeouts (defaults
-	// 45s and 60s).
+	// SessionTimeout and RebalanceTimeout are the group timeouts.
 	SessionTimeout, RebalanceTimeout time.Duration
 
-	// Redis holds aggregate state and dedupe marks. Single, Sentinel and
-	// Cluster clients all work.
+	// Store holds aggregate state and dedupe marks. Nil means a
+	// state.RedisStore on Redis, with KeyPrefix and DedupeTTL.
+	Store state.Store
+	// Redis is the client of the default store. Single, Sentinel and
+	// Cluster clients all work. Unused when Store is set.
 	Redis redis.UniversalClient
-	// KeyPrefix prefixes every Redis key (default "sw").
+	// KeyPrefix prefixes every Redis key of the default store.
 	KeyPrefix string
-	// DedupeTTL is how long an applied event's dedupe mark lives
-	// (default 24h).
+	// DedupeTTL is how long an applied event's dedupe mark lives in the
+	// default store.
 	DedupeTTL time.Duration
 	// RecentSize is the number of recently applied event IDs remembered
-	// per partition in front of Redis (default 10000; negative disables it).
+	// per partition in front of the store; 0 disables the front.
 	RecentSize int
 	// CacheSize is the number of aggregate states kept in memory per
-	// worker, shared by its partitions (default 50000; negative disables
-	// the cache).
+	// worker, shared by its partitions; 0 keeps only those a batch or the
+	// reorder buffer needs.
 	CacheSize int
 
 	// Sequencing bounds the reorder buffers and sets the gap timeout.
 	Sequencing sequencing.Config
-	// MaxInputBytes rejects larger input values to the DLQ (default 1 MiB).
+	// MaxInputBytes rejects larger input values to the DLQ.
 	MaxInputBytes int
-	// UnknownTypes is UnknownSkip (default) or UnknownDLQ.
+	// UnknownTypes is UnknownSkip or UnknownDLQ.
 	UnknownTypes string
 	// CoalesceAggregates publishes one aggregated snapshot per user per
 	// batch instead of one per applied event.
@@ -80,14 +85,11 @@ type Options struct {
 	// Processors configures aggregation, anomaly detection and milestones.
 	Processors processors.Config
 
-	// RetryInitial and RetryMax bound the backoff of Redis and Kafka
-	// retries (defaults 100ms and 10s).
-	RetryInitial, RetryMax time.Duration
-	// ShutdownTimeout bounds the drain on shutdown and on revoke
-	// (default 30s).
+	// Retry is the backoff of every retried Redis and Kafka call.
+	Retry Backoff
+	// ShutdownTimeout bounds the drain on shutdown and on revoke.
 	ShutdownTimeout time.Duration
-	// LagInterval is how often consumer lag is read from the cluster
-	// (default 5s).
+	// LagInterval is how often consumer lag is read from the cluster.
 	LagInterval time.Duration
 
 	// Logger receives the worker's logs; nil discards them.
@@ -95,85 +97,61 @@ type Options struct {
 	// Registerer receives the worker's and the Kafka client's metrics; nil
 	// registers nothing.
 	Registerer prometheus.Registerer
-	// Now is the wall clock (default time.Now); it drives gap timeouts
-	// and lag ages, never the processors.
+	// Now is the wall clock (nil: time.Now); it drives gap timeouts and
+	// lag ages, never the processors.
 	Now func() time.Time
 }
 
-func (o *Options) setDefaults() {
-	if o.Topics == (topics.Names{}) {
-		o.Topics = topics.DefaultNames()
-	}
-	if o.CommitInterval <= 0 {
-		o.CommitInterval = time.Second
-	}
-	if o.MaxPollRecords <= 0 {
-		o.MaxPollRecords = 5000
-	}
-	if o.FetchMaxPartitionBytes <= 0 {
-		o.FetchMaxPartitionBytes = 512 << 10
-	}
-	if o.FetchMinBytes <= 0 {
-		o.FetchMinBytes = 16 << 10
-	}
-	o.FetchMaxWait = max(o.FetchMaxWait, 10*time.Millisecond) // the default, and the client's floor
-	if o.SessionTimeout <= 0 {
-		o.SessionTimeout = 45 * time.Second
-	}
-	if o.RebalanceTimeout <= 0 {
-		o.RebalanceTimeout = 60 * time.Second
-	}
-	if o.KeyPrefix == "" {
-		o.KeyPrefix = "sw"
-	}
-	if o.DedupeTTL <= 0 {
-		o.DedupeTTL = 24 * time.Hour
-	}
-	if o.RecentSize == 0 {
-		o.RecentSize = 10_000
-	}
-	if o.CacheSize == 0 {
-		o.CacheSize = 50_000
-	}
-	if o.MaxInputBytes <= 0 {
-		o.MaxInputBytes = 1 << 20
-	}
-	if o.UnknownTypes == "" {
-		o.UnknownTypes = UnknownSkip
-	}
-	if o.RetryInitial <= 0 {
-		o.RetryInitial = 100 * time.Millisecond
-	}
-	if o.RetryMax <= 0 {
-		o.RetryMax = 10 * time.Second
-	}
-	if o.ShutdownTimeout <= 0 {
-		o.ShutdownTimeout = 30 * time.Second
-	}
-	if o.LagInterval <= 0 {
-		o.LagInterval = 5 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-}
-
+// validate refuses values that cannot work; each error names the field.
 func (o *Options) validate() error {
 	var errs []error
-	if len(o.Kafka) == 0 {
-		errs = append(errs, errors.New("worker: no Kafka options (seed brokers)"))
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("worker: "+format, args...))
+		}
 	}
-	if o.Group == "" {
-		errs = append(errs, errors.New("worker: empty consumer group"))
+	check(len(o.Kafka) > 0, "no Kafka options (seed brokers)")
+	check(o.Group != "", "empty consumer group")
+	check(o.Store != nil || o.Redis != nil, "neither a Store nor a Redis client")
+	check(o.Topics.Input != "" && o.Topics.Aggregates != "" && o.Topics.Milestones != "" &&
+		o.Topics.Anomalies != "" && o.Topics.DLQ != "" && o.Topics.Gaps != "", "every topic must be named: %+v", o.Topics)
+	check(o.UnknownTypes == UnknownSkip || o.UnknownTypes == UnknownDLQ,
+		"UnknownTypes %q is neither %q nor %q", o.UnknownTypes, UnknownSkip, UnknownDLQ)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"CommitInterval", o.CommitInterval}, {"SessionTimeout", o.SessionTimeout},
+		{"RebalanceTimeout", o.RebalanceTimeout}, {"Retry.Initial", o.Retry.Initial},
+		{"ShutdownTimeout", o.ShutdownTimeout}, {"LagInterval", o.LagInterval},
+	} {
+		check(d.v > 0, "%s must be positive, got %v", d.name, d.v)
 	}
-	if o.Redis == nil {
-		errs = append(errs, errors.New("worker: no Redis client"))
+	check(o.Retry.Max >= o.Retry.Initial, "Retry.Max %v is below Retry.Initial %v", o.Retry.Max, o.Retry.Initial)
+	check(o.FetchMaxWait >= 10*time.Millisecond, "FetchMaxWait must be at least 10ms, got %v", o.FetchMaxWait)
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"MaxPollRecords", o.MaxPollRecords}, {"FetchMaxPartitionBytes", o.FetchMaxPartitionBytes},
+		{"FetchMinBytes", o.FetchMinBytes}, {"MaxInputBytes", o.MaxInputBytes},
+		{"Sequencing.MaxPerAggregate", o.Sequencing.MaxPerAggregate},
+		{"Sequencing.MaxPerPartition", o.Sequencing.MaxPerPartition},
+		{"Sequencing.MaxBytes", int(min(o.Sequencing.MaxBytes, 1<<31))},
+	} {
+		check(n.v > 0, "%s must be positive, got %d", n.name, n.v)
 	}
-	if o.UnknownTypes != UnknownSkip && o.UnknownTypes != UnknownDLQ {
-		errs = append(errs, fmt.Errorf("worker: unknown-types policy %q is neither %q nor %q", o.UnknownTypes, UnknownSkip, UnknownDLQ))
+	check(o.Sequencing.GapTimeout > 0, "Sequencing.GapTimeout must be positive, got %v", o.Sequencing.GapTimeout)
+	check(o.RecentSize >= 0 && o.CacheSize >= 0, "RecentSize and CacheSize must be >= 0, got %d and %d", o.RecentSize, o.CacheSize)
+	if o.Store == nil {
+		check(o.KeyPrefix != "", "empty KeyPrefix")
+		if err := (dedupe.Keys{Prefix: o.KeyPrefix}).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("worker: KeyPrefix %q: %w", o.KeyPrefix, err))
+		}
+		check(o.DedupeTTL > 0, "DedupeTTL must be positive, got %v", o.DedupeTTL)
+	}
+	if err := o.Processors.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("worker: processors: %w", err))
 	}
 	return errors.Join(errs...)
 }

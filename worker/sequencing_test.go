@@ -251,7 +251,7 @@ func TestPermutationMatchesInOrder(t *testing.T) {
 func TestDuplicatesWithoutRecentFront(t *testing.T) {
 	e := newEnv(t, 1)
 	opts := e.options(nil)
-	opts.RecentSize = -1
+	opts.RecentSize = 0
 	e.send(activity("d1", "u-d", 1, 1), activity("d1", "u-d", 1, 1), activity("d2", "u-d", 2, 2),
 		activity("d1", "u-d", 1, 1), activity("d2", "u-d", 2, 2))
 	r := e.start(opts)

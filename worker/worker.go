@@ -1,8 +1,16 @@
 // Package worker is streamworker's runtime: a franz-go consumer group that
 // runs one goroutine per assigned partition and, for every batch, decodes,
 // dedupes, sequences and processes the events, produces the outputs, persists
-// state and dedupe marks atomically in Redis, and only then lets the
-// partition's commit point move (DESIGN §4).
+// state and dedupe marks atomically in the store, and only then lets the
+// partition's commit point move (docs/contract.md, "Delivery guarantees";
+// docs/architecture.md draws the stages and the goroutines).
+//
+// Where things are: worker.go (this file) creates the client and runs the
+// poll loop; group.go handles assignments, revokes and offset commits;
+// partition.go is a partition's lifecycle and its batch loop, whose stages
+// live in decode.go, load.go, sequence.go, produce.go and persist.go;
+// emit.go queues outputs; progress.go moves the commit point; retry.go is
+// the one retry policy; lag.go and metrics.go are observability.
 //
 // Ownership and commits. Rebalances are blocked while a poll's records are
 // handed to the partition goroutines (kgo.BlockRebalanceOnPoll), so records
@@ -26,11 +34,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kprom"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/streamworker/streamworker/dedupe"
 	"github.com/streamworker/streamworker/processors"
@@ -46,7 +51,7 @@ type Worker struct {
 	cl    *kgo.Client
 	adm   *kadm.Client
 	store state.Store
-	keys  dedupe.Keys
+	proc  *processors.Processor
 
 	// abort is cancelled when a drain overruns ShutdownTimeout: partition
 	// goroutines then give up the batch in hand without committing it.
@@ -59,7 +64,7 @@ type Worker struct {
 	commitMu sync.Mutex // serializes offset commits with revokes
 
 	owned    atomic.Int32 // len(parts), for readers without mu
-	redisOK  atomic.Bool
+	storeOK  atomic.Bool
 	faulting atomic.Int32 // partitions currently retrying a failed Redis or Kafka call
 	closed   atomic.Bool
 }
@@ -67,11 +72,17 @@ type Worker struct {
 // New validates opts and creates a Worker with its Kafka client. It does not
 // connect: the client dials lazily when Run starts.
 func New(opts Options) (*Worker, error) {
-	opts.setDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	if _, err := processors.New(opts.Processors); err != nil {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	proc, err := processors.New(opts.Processors)
+	if err != nil {
 		return nil, fmt.Errorf("worker: processors: %w", err)
 	}
 	w := &Worker{
@@ -79,10 +90,13 @@ func New(opts Options) (*Worker, error) {
 		log:   opts.Logger,
 		m:     newMetrics(opts.Registerer),
 		parts: make(map[int32]*partition),
-		keys:  dedupe.Keys{Prefix: opts.KeyPrefix},
+		store: opts.Store,
+		proc:  proc,
 	}
 	w.abort, w.abortCancel = context.WithCancel(context.Background())
-	w.store = state.NewRedisStore(opts.Redis, w.keys, opts.DedupeTTL, state.WithObserver(w.m))
+	if w.store == nil {
+		w.store = state.NewRedisStore(opts.Redis, dedupe.Keys{Prefix: opts.KeyPrefix}, opts.DedupeTTL, state.WithObserver(w.m))
+	}
 
 	start := kgo.NewOffset().AtStart()
 	if opts.StartAtEnd {
@@ -127,14 +141,14 @@ func New(opts Options) (*Worker, error) {
 	return w, nil
 }
 
-// Ready reports whether the worker has joined its group, Redis answers, and
-// no partition is stuck retrying a failed call. It backs /readyz.
+// Ready reports whether the worker has joined its group, the store answers,
+// and no partition is stuck retrying a failed call. It backs /readyz.
 func (w *Worker) Ready() bool {
 	if w.closed.Load() {
 		return false
 	}
 	_, gen := w.cl.GroupMetadata()
-	return gen > 0 && w.redisOK.Load() && w.faulting.Load() == 0
+	return gen > 0 && w.storeOK.Load() && w.faulting.Load() == 0
 }
 
 // Run consumes until ctx is cancelled, then drains within ShutdownTimeout:
@@ -143,15 +157,15 @@ func (w *Worker) Ready() bool {
 // drain. A Worker runs once.
 func (w *Worker) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
-	g, gctx := errgroup.WithContext(bg)
-	g.Go(func() error { every(gctx, w.opts.CommitInterval, false, w.commitDone); return nil })
-	g.Go(func() error { every(gctx, w.opts.LagInterval, true, w.updateLag); return nil })
-	g.Go(func() error { every(gctx, time.Second, true, w.pingRedis); return nil })
+	var wg sync.WaitGroup
+	wg.Go(func() { every(bg, w.opts.CommitInterval, false, w.commitDone) })
+	wg.Go(func() { every(bg, w.opts.LagInterval, true, w.updateLag) })
+	wg.Go(func() { every(bg, time.Second, true, w.pingStore) })
 
 	w.pollLoop(ctx)
 	err := w.shutdown()
 	stopBG()
-	_ = g.Wait()
+	wg.Wait()
 	return err
 }
 
@@ -204,85 +218,13 @@ func (w *Worker) pollLoop(ctx context.Context) {
 	}
 }
 
-func (w *Worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	ps := assigned[w.opts.Topics.Input]
-	w.m.rebalances.WithLabelValues("assigned").Inc()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, id := range ps {
-		if w.parts[id] != nil {
-			continue
-		}
-		p := newPartition(w, id)
-		w.parts[id] = p
-		go p.run()
-	}
-	w.owned.Store(int32(len(w.parts)))
-	w.m.assigned.Set(float64(len(w.parts)))
-	w.log.Info("partitions assigned", "topic", w.opts.Topics.Input, "partitions", ps, "owned", len(w.parts))
-}
-
-// onRevoked lets each revoked partition finish the batch in hand, commits
-// what is done, and forgets the partition before returning.
-func (w *Worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
-	w.m.rebalances.WithLabelValues("revoked").Inc()
-	ps := w.detach(revoked[w.opts.Topics.Input])
-	if len(ps) == 0 {
-		return
-	}
-	deadline := time.AfterFunc(w.opts.ShutdownTimeout, func() {
-		for _, p := range ps {
-			p.cancel()
-		}
-	})
-	for _, p := range ps {
-		p.stopAndWait()
-	}
-	deadline.Stop()
-
-	w.commitMu.Lock()
-	defer w.commitMu.Unlock()
-	offsets := make(map[int32]kgo.EpochOffset, len(ps))
-	for _, p := range ps {
-		if eo, ok := p.committable(); ok && eo.Offset > p.committed {
-			offsets[p.id] = eo
-		}
-	}
-	w.commit(ctx, offsets)
-	w.log.Info("partitions revoked", "topic", w.opts.Topics.Input, "partitions", revoked[w.opts.Topics.Input])
-}
-
-// onLost abandons the partitions without committing: another member may
-// already own them.
-func (w *Worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	w.m.rebalances.WithLabelValues("lost").Inc()
-	ps := w.detach(lost[w.opts.Topics.Input])
-	for _, p := range ps {
-		p.cancel()
-		p.stopAndWait()
-	}
-	w.log.Warn("partitions lost", "topic", w.opts.Topics.Input, "partitions", lost[w.opts.Topics.Input])
-}
-
-// detach removes the partitions from the worker and resumes their fetching
-// so a later assignment starts unpaused.
-func (w *Worker) detach(ids []int32) []*partition {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var ps []*partition
-	for _, id := range ids {
-		if p := w.parts[id]; p != nil {
-			ps = append(ps, p)
-			delete(w.parts, id)
-			p.clearGauges()
-		}
-	}
-	if len(ids) > 0 {
-		w.cl.ResumeFetchPartitions(map[string][]int32{w.opts.Topics.Input: ids})
-	}
-	w.owned.Store(int32(len(w.parts)))
-	w.m.assigned.Set(float64(len(w.parts)))
-	return ps
+// pingStore records whether the store answers, for /readyz.
+func (w *Worker) pingStore(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := w.store.Ping(pctx)
+	w.storeOK.Store(err == nil)
+	w.m.ready.Set(boolGauge(w.Ready()))
 }
 
 // every calls fn each period until ctx ends, and once at the start when now
@@ -301,68 +243,6 @@ func every(ctx context.Context, period time.Duration, now bool, fn func(context.
 			fn(ctx)
 		}
 	}
-}
-
-// commitDone commits the done offset of every owned partition that moved.
-func (w *Worker) commitDone(ctx context.Context) {
-	w.commitMu.Lock()
-	defer w.commitMu.Unlock()
-	w.mu.Lock()
-	offsets := make(map[int32]kgo.EpochOffset)
-	for id, p := range w.parts {
-		if eo, ok := p.committable(); ok && eo.Offset > p.committed {
-			offsets[id] = eo
-		}
-	}
-	w.mu.Unlock()
-	w.commit(ctx, offsets)
-}
-
-// commit sends one offset commit; the caller holds commitMu.
-func (w *Worker) commit(ctx context.Context, offsets map[int32]kgo.EpochOffset) {
-	if len(offsets) == 0 {
-		return
-	}
-	w.m.commitsTotal.Inc()
-	req := map[string]map[int32]kgo.EpochOffset{w.opts.Topics.Input: offsets}
-	var commitErr error
-	w.cl.CommitOffsetsSync(ctx, req, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			commitErr = err
-			return
-		}
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil && commitErr == nil {
-					commitErr = fmt.Errorf("partition %d: %w", p.Partition, perr)
-				}
-			}
-		}
-	})
-	if commitErr != nil {
-		w.m.commitErrors.Inc()
-		w.log.Warn("offset commit failed; retrying at the next interval", "err", commitErr)
-		return
-	}
-	w.mu.Lock()
-	for id, eo := range offsets {
-		if p := w.parts[id]; p != nil {
-			p.committed = eo.Offset
-		}
-	}
-	w.mu.Unlock()
-	w.log.Debug("committed", "offsets", len(offsets))
-}
-
-// pingRedis records whether Redis answers, for /readyz.
-func (w *Worker) pingRedis(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	start := time.Now()
-	err := w.opts.Redis.Ping(pctx).Err()
-	w.m.ObserveRedis("ping", time.Since(start), err)
-	w.redisOK.Store(err == nil)
-	w.m.ready.Set(boolGauge(w.Ready()))
 }
 
 func boolGauge(b bool) float64 {

@@ -52,14 +52,6 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 	if err != nil {
 		return worker.Options{}, err
 	}
-	// 0 disables these in the configuration, negative in the options.
-	cache, recent := c.State.CacheSize, c.Dedupe.RecentSize
-	if cache == 0 {
-		cache = -1
-	}
-	if recent == 0 {
-		recent = -1
-	}
 	return worker.Options{
 		Kafka:                  kopts,
 		Group:                  c.Kafka.Group,
@@ -74,8 +66,8 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 		RebalanceTimeout:       c.Kafka.RebalanceTimeout,
 		KeyPrefix:              c.Redis.KeyPrefix,
 		DedupeTTL:              c.Dedupe.TTL,
-		RecentSize:             recent,
-		CacheSize:              cache,
+		RecentSize:             c.Dedupe.RecentSize,
+		CacheSize:              c.State.CacheSize,
 		Sequencing: sequencing.Config{
 			MaxPerAggregate: c.Sequencing.MaxBuffered,
 			MaxPerPartition: c.Sequencing.MaxBufferedPartition,
@@ -86,9 +78,9 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 		UnknownTypes:       c.Input.UnknownTypes,
 		CoalesceAggregates: c.Outputs.CoalesceAggregates,
 		Processors:         ProcessorConfig(c),
-		RetryInitial:       c.Retry.InitialBackoff,
-		RetryMax:           c.Retry.MaxBackoff,
+		Retry:              worker.Backoff{Initial: c.Retry.InitialBackoff, Max: c.Retry.MaxBackoff},
 		ShutdownTimeout:    c.Shutdown.Timeout,
+		LagInterval:        5 * time.Second,
 	}, nil
 }
 

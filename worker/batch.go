@@ -1,0 +1,208 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/state"
+	"github.com/streamworker/streamworker/topics"
+)
+
+// item is one decoded input event: of the batch in hand, or held in the
+// reorder buffer (then with its own copy of the record).
+type item struct {
+	rec  *kgo.Record
+	ev   topics.Event
+	agg  *aggregate
+	skip bool // an unknown type: it takes its place in the sequence and changes nothing else
+	seen bool // Redis holds its dedupe mark
+}
+
+// aggregate is one user's state as the partition knows it. The partition's
+// cache holds aggregates from batch to batch.
+type aggregate struct {
+	id      string
+	key     []byte // id as bytes: the key of every output record, shared by them
+	version int64  // stored version the state was loaded at (0: none stored)
+	loaded  bool
+	st      processors.State
+	// change is this aggregate's entry in the batch in hand, plus one; 0
+	// when the batch has not touched it.
+	change int
+}
+
+// change is what the batch in hand does to one aggregate.
+type change struct {
+	agg *aggregate
+	// changed reports that the state changed: it is persisted with marks.
+	changed bool
+	// marks are the IDs of the events applied, whose dedupe marks are
+	// written with the state.
+	marks []string
+	// last is the last event applied, the cause of the coalesced
+	// aggregated output; nil when none was.
+	last *item
+}
+
+// batch is the work of one batch of one partition: its items, the
+// aggregates it touched and their changes, and its outputs. It is reused
+// from batch to batch, and so is the memory of its output records and
+// values: the client holds them only until the produce returns.
+type batch struct {
+	items   []item
+	changes []*change // reused: the entries past len keep their memory
+
+	// what load asks the store for
+	need      []string
+	marks     []state.Mark
+	markItems []int // the item of each mark
+
+	out      []*kgo.Record
+	outTimes []time.Time // input record timestamps, for end-to-end latency
+	vals     pieces      // the value of each output, one entry per out; a DLQ record carries its own
+	slabs    recordSlabs
+	scratch  []byte // where an output value is encoded before emit copies it
+
+	states pieces // the binary state of each write
+	writes []state.Write
+	owners []*aggregate
+
+	dlqCount map[string]int
+	n        tally
+}
+
+// touch returns a's change in the batch, adding one if the batch has not
+// touched a yet.
+func (b *batch) touch(a *aggregate) *change {
+	if a.change > 0 {
+		return b.changes[a.change-1]
+	}
+	var c *change
+	if n := len(b.changes); n < cap(b.changes) {
+		c = b.changes[:n+1][n]
+	}
+	if c == nil {
+		c = new(change)
+	}
+	*c = change{agg: a, marks: c.marks[:0]} // keep the marks' memory
+	b.changes = append(b.changes, c)
+	a.change = len(b.changes)
+	return c
+}
+
+// reset forgets the previous batch, keeping its memory.
+func (b *batch) reset() {
+	for _, c := range b.changes {
+		c.agg.change = 0
+		clear(c.marks)
+		c.agg, c.last = nil, nil
+	}
+	b.changes = b.changes[:0]
+	clear(b.items)
+	b.items = b.items[:0]
+	clear(b.need[:cap(b.need)])
+	clear(b.marks[:cap(b.marks)])
+	clear(b.out)
+	b.out = b.out[:0]
+	b.outTimes = b.outTimes[:0]
+	b.vals.reset()
+	b.slabs.reset()
+	clear(b.dlqCount)
+	b.n = tally{}
+}
+
+// pieces holds byte strings appended back to back into one reused buffer.
+// The buffer moves while it grows, so the pieces are sliced out only once
+// it is complete.
+type pieces struct {
+	buf  []byte
+	ends []int // where each entry's piece ends in buf; -1: no piece
+}
+
+func (p *pieces) reset() { p.buf, p.ends = p.buf[:0], p.ends[:0] }
+
+// add appends v as the next entry.
+func (p *pieces) add(v []byte) {
+	p.buf = append(p.buf, v...)
+	p.end()
+}
+
+// end closes the piece appended to buf since the previous entry.
+func (p *pieces) end() { p.ends = append(p.ends, len(p.buf)) }
+
+// skip adds an entry without a piece.
+func (p *pieces) skip() { p.ends = append(p.ends, -1) }
+
+// each calls f with the index and the bytes of every entry with a piece.
+func (p *pieces) each(f func(i int, b []byte)) {
+	start := 0
+	for i, end := range p.ends {
+		if end < 0 {
+			continue
+		}
+		f(i, p.buf[start:end:end])
+		start = end
+	}
+}
+
+// recordSlabs hands out output records from fixed-size chunks, reused
+// from batch to batch, so that a batch's outputs cost no allocation once
+// the chunks exist. A chunk never grows, so the records keep their
+// addresses while the client holds them.
+type recordSlabs struct {
+	chunks [][]kgo.Record
+	used   int // records handed out in this batch
+}
+
+const slabSize = 256
+
+func (s *recordSlabs) next() *kgo.Record {
+	c, i := s.used/slabSize, s.used%slabSize
+	if c == len(s.chunks) {
+		s.chunks = append(s.chunks, make([]kgo.Record, slabSize))
+	}
+	s.used++
+	r := &s.chunks[c][i]
+	*r = kgo.Record{}
+	return r
+}
+
+// reset makes every record available again; call it only once the client
+// is done with them.
+func (s *recordSlabs) reset() { s.used = 0 }
+
+// tally counts what a batch did; it reaches the metrics only once the batch
+// is done, so a batch run again after a failure is counted once.
+type tally struct {
+	consumed, keyMismatch, skipped, duplicates, late, processed, stale, milestones, gaps int
+	anomalies                                                                            [2]int // high, critical
+}
+
+// flush adds the batch's tally and DLQ counts to the metrics.
+func (b *batch) flush(m *metrics, topic string) {
+	n := &b.n
+	add := func(c *prometheus.CounterVec, v int, labels ...string) {
+		if v > 0 {
+			c.WithLabelValues(labels...).Add(float64(v))
+		}
+	}
+	add(m.consumed, n.consumed, topic)
+	add(m.keyMismatch, n.keyMismatch, topic)
+	add(m.skipped, n.skipped, topic, "unknown_type")
+	add(m.duplicates, n.duplicates, topic)
+	add(m.late, n.late, topic)
+	add(m.processed, n.processed, topic)
+	add(m.stale, n.stale, topic)
+	add(m.gaps, n.gaps, topic)
+	add(m.anomalies, n.anomalies[0], processors.SeverityHigh)
+	add(m.anomalies, n.anomalies[1], processors.SeverityCritical)
+	if n.milestones > 0 {
+		m.milestones.Add(float64(n.milestones))
+	}
+	for reason, c := range b.dlqCount {
+		m.dlq.WithLabelValues(reason).Add(float64(c))
+	}
+}

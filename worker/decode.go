@@ -1,0 +1,51 @@
+package worker
+
+// The decode stage takes the batch's records and hands on b.items: one
+// decoded, valid event per record that is to be sequenced. A record that is
+// not a valid event goes to the DLQ with the reason; an event of an unknown
+// type is skipped or sent to the DLQ by policy (a sequenced one still takes
+// its place in the sequence).
+
+import (
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/topics"
+)
+
+// decode validates one record and appends its event to the batch's items.
+func (p *partition) decode(r *kgo.Record) {
+	b := &p.b
+	b.n.consumed++
+	p.headers = p.headers[:0]
+	for _, h := range r.Headers {
+		p.headers = append(p.headers, topics.Header{Key: h.Key, Value: h.Value})
+	}
+	ev, err := p.dec.Decode(&topics.Record{Key: r.Key, Value: r.Value, Headers: p.headers, Timestamp: r.Timestamp})
+	if err != nil {
+		var verr *topics.ValidationError
+		reason := "invalid"
+		if errors.As(err, &verr) {
+			reason = string(verr.Reason)
+		}
+		p.dlq(r, "", reason, err.Error(), "decoder")
+		return
+	}
+	if ev.KeyMismatch {
+		b.n.keyMismatch++
+	}
+	skip := false
+	if ev.Type != topics.TypeUserActivity {
+		if p.w.opts.UnknownTypes == UnknownDLQ {
+			p.dlq(r, ev.ID, "unknown_type", "unknown event type "+ev.Type, "decoder")
+			return
+		}
+		if ev.Sequence == 0 {
+			b.n.skipped++
+			return
+		}
+		skip = true // sequenced: it still takes its place in the sequence
+	}
+	b.items = append(b.items, item{rec: r, ev: ev, skip: skip})
+}

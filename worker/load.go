@@ -1,0 +1,73 @@
+package worker
+
+// The load stage takes b.items and hands them on with their aggregate set
+// (loaded into the partition's cache) and, for every event that might have
+// been applied already, whether the store holds its dedupe mark. It costs one
+// store round trip for the whole batch, or none when the cache and the
+// recent front answer everything.
+
+import (
+	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/state"
+)
+
+// load fetches the state of every aggregate of the batch not in the cache
+// and the dedupe marks of every event that might have been applied already.
+// An event whose sequence is above its aggregate's last applied one cannot
+// have been applied, so it needs no check.
+func (p *partition) load() error {
+	b := &p.b
+	need, marks, markItems := b.need[:0], b.marks[:0], b.markItems[:0]
+	defer func() { b.need, b.marks, b.markItems = need[:0], marks[:0], markItems[:0] }()
+	for i := range b.items {
+		it := &b.items[i]
+		a := p.cache[it.ev.AggregateID]
+		if a == nil {
+			a = &aggregate{id: it.ev.AggregateID}
+			p.cache[a.id] = a
+		}
+		it.agg = a
+		if !a.loaded && a.change == 0 {
+			need = append(need, a.id)
+		}
+		b.touch(a)
+		if p.recent.Contains(a.id, it.ev.ID) {
+			continue
+		}
+		if !a.loaded || it.ev.Sequence == 0 || it.ev.Sequence <= a.st.LastSequence {
+			marks = append(marks, state.Mark{Aggregate: a.id, EventID: it.ev.ID})
+			markItems = append(markItems, i)
+		}
+	}
+	if len(need) == 0 && len(marks) == 0 {
+		return nil
+	}
+	var snaps []state.Snapshot
+	var seen []bool
+	err := p.retry("fetch", func() (err error) {
+		snaps, seen, err = p.w.store.Fetch(p.ctx, need, marks)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i, id := range need {
+		a := p.cache[id]
+		a.version = snaps[i].Version
+		a.st = processors.State{}
+		if len(snaps[i].Data) > 0 {
+			if err := a.st.UnmarshalBinary(snaps[i].Data); err != nil {
+				// A state this build cannot read must not be
+				// overwritten: the partition stops here, retrying
+				// and not ready, until a person looks.
+				p.w.log.Error("unreadable stored state", "partition", p.id, "aggregate", id, "err", err)
+				return err
+			}
+		}
+		a.loaded = true
+	}
+	for i, at := range markItems {
+		b.items[at].seen = seen[i]
+	}
+	return nil
+}

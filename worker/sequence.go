@@ -1,0 +1,170 @@
+package worker
+
+// The sequence stage takes b.items (with their aggregates loaded) and, per
+// event in partition order, drops it as a duplicate, applies it through the
+// processors, holds it in the reorder buffer until its predecessors are
+// applied, or sends it to the DLQ as late (docs/contract.md, "Sequencing").
+// It hands on the batch's changes (each aggregate's new state and the marks
+// of the events applied) and its outputs, queued through emit.
+
+import (
+	"slices"
+	"time"
+
+	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/sequencing"
+	"github.com/streamworker/streamworker/topics"
+)
+
+// sequenceAll sequences every item of the batch, gives up the gaps that
+// expired at now, and emits the coalesced aggregated outputs.
+func (p *partition) sequenceAll(now time.Time) {
+	b := &p.b
+	for i := range b.items {
+		p.sequence(&b.items[i], now)
+	}
+	for _, id := range p.buf.Expired(now, nil) {
+		if a := p.cache[id]; a != nil {
+			p.giveUp(a, now)
+		}
+	}
+	if p.w.opts.CoalesceAggregates {
+		for _, c := range b.changes {
+			if c.last != nil {
+				p.emitAggregate(c.agg, c.last)
+			}
+		}
+	}
+}
+
+// sequence applies, buffers, or drops one event.
+func (p *partition) sequence(it *item, now time.Time) {
+	a := it.agg
+	// Seen in the store, recently applied, or applied earlier in this
+	// batch (the recent front is bounded, a batch's own marks are not).
+	if it.seen || p.recent.Contains(a.id, it.ev.ID) || slices.Contains(p.b.touch(a).marks, it.ev.ID) {
+		p.b.n.duplicates++
+		return
+	}
+	seq := it.ev.Sequence
+	for {
+		expected := sequencing.Expected(a.st.LastSequence)
+		switch sequencing.Classify(expected, seq) {
+		case sequencing.DecisionApply:
+			p.apply(a, it)
+			if seq > 0 {
+				p.drain(a)
+			}
+			return
+		case sequencing.DecisionBehind, sequencing.DecisionInvalid:
+			p.b.n.late++
+			p.dlq(it.rec, it.ev.ID, "late", "sequence "+itoa(seq)+" is below the expected "+itoa(expected)+
+				" and the event was never applied (its gap was given up)", "sequencer")
+			return
+		}
+		held := &item{rec: cloneRecord(it.rec), ev: it.ev, agg: a, skip: it.skip}
+		switch p.buf.Add(a.id, seq, it.ev.ID, it.rec.Offset, len(it.rec.Value), now, held) {
+		case sequencing.Buffered:
+			return
+		case sequencing.Duplicate:
+			p.b.n.duplicates++
+			return
+		case sequencing.Conflict:
+			p.dlq(it.rec, it.ev.ID, "sequence_conflict", "another event with sequence "+itoa(seq)+" is already buffered", "sequencer")
+			return
+		case sequencing.FullAggregate:
+			p.giveUp(a, now)
+		case sequencing.FullPartition:
+			// Give up the oldest gap to make room; with nothing
+			// buffered, the event does not fit at all: give up its own
+			// gap by applying it where it stands.
+			victim, ok := p.buf.Oldest()
+			if !ok {
+				p.skipTo(a, seq, it)
+				continue
+			}
+			p.giveUp(p.cache[victim], now)
+		}
+	}
+}
+
+// apply runs the processors for one event and queues its outputs.
+func (p *partition) apply(a *aggregate, it *item) {
+	c := p.b.touch(a)
+	c.changed = true
+	c.marks = append(c.marks, it.ev.ID)
+	p.recent.Add(a.id, it.ev.ID)
+	if it.skip {
+		a.st.AdvanceSequence(it.ev.Sequence)
+		p.b.n.skipped++
+		return
+	}
+	c.last = it
+	eff := p.proc.Apply(&a.st, &it.ev)
+	n := &p.b.n
+	n.processed++
+	if !eff.RateCounted {
+		n.stale++
+	}
+	names := &p.w.opts.Topics
+	if count := eff.Milestone; count > 0 {
+		d := topics.MilestoneData{UserID: a.id, Milestone: "activity", Count: count}
+		meta := topics.MetaFor(&it.ev, topics.MilestoneID(a.id, count))
+		p.b.scratch = topics.AppendMilestone(p.b.scratch[:0], meta, &d)
+		p.emit(names.Milestones, it, p.b.scratch)
+		n.milestones++
+	}
+	if eff.Anomaly != nil {
+		meta := topics.MetaFor(&it.ev, topics.AnomalyID(a.id, it.ev.ID))
+		p.b.scratch = topics.AppendAnomaly(p.b.scratch[:0], meta, eff.Anomaly)
+		p.emit(names.Anomalies, it, p.b.scratch)
+		if eff.Anomaly.Severity == processors.SeverityCritical {
+			n.anomalies[1]++
+		} else {
+			n.anomalies[0]++
+		}
+	}
+	if !p.w.opts.CoalesceAggregates {
+		p.emitAggregate(a, it)
+	}
+}
+
+// drain applies the buffered successors of a's last sequence.
+func (p *partition) drain(a *aggregate) {
+	for {
+		it, ok := p.buf.Pop(a.id, sequencing.Expected(a.st.LastSequence))
+		if !ok {
+			return
+		}
+		p.apply(a, it)
+	}
+}
+
+// giveUp skips a's gap: it moves the expected sequence to the lowest
+// buffered one and applies what follows contiguously.
+func (p *partition) giveUp(a *aggregate, now time.Time) {
+	lowest, ok := p.buf.Lowest(a.id)
+	if !ok {
+		return
+	}
+	first, _ := p.buf.Pop(a.id, lowest)
+	p.skipTo(a, lowest, first)
+	p.apply(a, first)
+	p.drain(a)
+	p.buf.GiveUp(a.id, now)
+}
+
+// skipTo records the gap before a's sequence seq, caused by it, and makes
+// seq the expected sequence.
+func (p *partition) skipTo(a *aggregate, seq int64, it *item) {
+	expected := sequencing.Expected(a.st.LastSequence)
+	a.st.LastSequence = seq - 1
+	p.b.touch(a).changed = true
+	d := topics.GapData{AggregateID: a.id, Expected: expected, ResumedAt: seq, Skipped: seq - expected}
+	meta := topics.MetaFor(&it.ev, topics.GapID(a.id, expected, seq))
+	p.b.scratch = topics.AppendGap(p.b.scratch[:0], meta, &d)
+	p.emit(p.w.opts.Topics.Gaps, it, p.b.scratch)
+	p.b.n.gaps++
+	p.w.log.Info("sequence gap given up", "partition", p.id, "aggregate", a.id,
+		"expected", expected, "resumed_at", seq, "offset", it.rec.Offset, "event_id", it.ev.ID)
+}
