@@ -95,13 +95,16 @@ func (w *Worker) detach(ids []int32) []*partition {
 	return ps
 }
 
-// stopAll resumes the fetching of the detached partitions and stops them.
+// stopAll stops the detached partitions, waits for their goroutines to exit,
+// and only then resumes their fetching, so that a later assignment of the
+// same partitions starts unpaused: a goroutine still retrying could
+// otherwise pause a partition after it was resumed.
 func (w *Worker) stopAll(ps []*partition, ids []int32) {
-	if len(ids) > 0 {
-		w.cl.ResumeFetchPartitions(map[string][]int32{w.opts.Topics.Input: ids})
-	}
 	for _, p := range ps {
 		p.stopAndWait()
+	}
+	if len(ids) > 0 {
+		w.cl.ResumeFetchPartitions(map[string][]int32{w.opts.Topics.Input: ids})
 	}
 }
 
