@@ -4,7 +4,7 @@
 // without a Redis round trip.
 //
 // The marks themselves are written by package state, in the same atomic Lua
-// script as the state change they belong to (see DESIGN.md §4, point 2): a
+// script as the state change they belong to (docs/contract.md, "Delivery guarantees", point 2): a
 // mark exists exactly when its event's effect is durable.
 package dedupe
 

@@ -304,7 +304,7 @@ func TestBurstsFireAnomalies(t *testing.T) {
 	}
 }
 
-// anomalies counts the high-activity anomalies DESIGN 5.2 fires on evs with
+// anomalies counts the high-activity anomalies the rule of docs/contract.md ("Processors") fires on evs with
 // the default parameters (float arithmetic is good enough for a test).
 func anomalies(evs []topics.Event) int {
 	const w = 5 * time.Minute

@@ -14,7 +14,7 @@ import (
 // compute the expected final state.
 //
 // It decodes each record with topics.Decoder, so its events are exactly
-// what the worker sees, and applies them as DESIGN section 6 says with no
+// what the worker sees, and applies them as docs/contract.md ("Sequencing") says with no
 // gap ever given up: a sequenced event when its predecessor has been
 // applied (held in a buffer until then), an unsequenced one on arrival.
 // That arrival order is the order of Observe calls. The Oracle assumes the

@@ -34,8 +34,8 @@ type Config struct {
 	Milestones MilestoneConfig
 }
 
-// AnomalyConfig holds the parameters of the high-activity detector (DESIGN
-// §5.2). Rates are in events per minute.
+// AnomalyConfig holds the parameters of the high-activity detector
+// (docs/contract.md, "Processors"). Rates are in events per minute.
 type AnomalyConfig struct {
 	// Window is W (anomaly.window): a whole number of milliseconds, at least
 	// 1ms and at most MaxWindow.
@@ -53,8 +53,7 @@ type AnomalyConfig struct {
 	MinEvents int
 }
 
-// MilestoneConfig holds the parameters of the milestone processor (DESIGN
-// §5.3).
+// MilestoneConfig holds the parameters of the milestone processor.
 type MilestoneConfig struct {
 	// Every reports a milestone when totalActivity becomes a multiple of it
 	// (milestones.every). 0 disables the rule; negative is invalid.
@@ -65,7 +64,7 @@ type MilestoneConfig struct {
 	Thresholds []int64
 }
 
-// DefaultConfig returns the defaults of DESIGN §5 and §7.
+// DefaultConfig returns the processors' defaults (the README's configuration table).
 func DefaultConfig() Config {
 	return Config{
 		MaxResources: 1000,

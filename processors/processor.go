@@ -1,13 +1,13 @@
 // Package processors holds the three processors of user.activity events:
-// aggregation (DESIGN §5.1), high-activity anomaly detection (§5.2) and
-// milestones (§5.3).
+// aggregation, high-activity anomaly detection and milestones
+// (docs/contract.md, "Processors").
 //
 // They are one deterministic function of (state, event), Processor.Apply,
 // that uses event time only, never the wall clock, so a replay from any
 // offset reproduces the same state and outputs. The package imports no Kafka
 // or Redis client; State has a compact binary form for the state store.
 //
-// Decisions where DESIGN is silent, all of which Apply documents too: event
+// Decisions where the contract is silent, all of which Apply documents too: event
 // times are truncated to milliseconds; an empty data.action or data.resource
 // is not counted in the maps (totalActivity still counts the event); the
 // resource key "_other" is reserved for the overflow count; the history span

@@ -14,7 +14,7 @@ import (
 	"github.com/streamworker/streamworker/topics"
 )
 
-// refModel is an obviously correct, slow reading of DESIGN §5: it keeps
+// refModel is an obviously correct, slow reading of docs/contract.md, "Processors": it keeps
 // every event and recomputes everything by brute force in big.Rat.
 type refModel struct {
 	cfg       Config

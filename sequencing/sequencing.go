@@ -1,5 +1,5 @@
-// Package sequencing keeps each aggregate's events in sequence order (DESIGN
-// §6) with a bounded per-partition reorder buffer.
+// Package sequencing keeps each aggregate's events in sequence order
+// (docs/contract.md, "Sequencing") with a bounded per-partition reorder buffer.
 //
 // The model. An aggregate (a user) expects the sequence lastSequence+1
 // (Expected; 1 for a new aggregate). For each arriving event, Classify

@@ -1,8 +1,8 @@
 // Package state stores each aggregate's state together with the dedupe marks
 // of the events applied to it, and changes both atomically: a mark exists
 // exactly when its event's effect is durable, and a version check fences a
-// worker that lost its partition but still writes (DESIGN.md §4, points 2
-// and 6).
+// worker that lost its partition but still writes (docs/contract.md,
+// "Delivery guarantees", points 2 and 6).
 //
 // Store is the interface the runtime uses; RedisStore is the production
 // implementation and MemoryStore the one for unit tests. Both pass the same

@@ -8,7 +8,7 @@ import (
 	"github.com/streamworker/streamworker/topics"
 )
 
-// benchJSON is a typical input: the DESIGN example with short metadata.
+// benchJSON is a typical input: the README's example with short metadata.
 const benchJSON = `{"id":"evt-8f14e45f","type":"user.activity","version":1,"source":"web",` +
 	`"aggregateId":"u-42","sequence":17,"timestamp":"2026-11-22T10:00:00.123Z",` +
 	`"data":{"userId":"u-42","action":"click","resource":"/home"},` +

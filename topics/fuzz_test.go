@@ -76,7 +76,7 @@ func FuzzDecode(f *testing.F) {
 var integerLiteral = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
 
 // reference decodes the JSON form with encoding/json, following the rules of
-// DESIGN section 2 in the order the Decoder documents.
+// docs/contract.md ("Event format") in the order the Decoder documents.
 func reference(r *topics.Record, maxBytes int) (topics.Event, *topics.ValidationError) {
 	bad := func(field string, reason topics.Reason) (topics.Event, *topics.ValidationError) {
 		return topics.Event{}, &topics.ValidationError{Field: field, Reason: reason}

@@ -14,7 +14,7 @@ import (
 	"github.com/streamworker/streamworker/loadgen"
 )
 
-// Workload fractions of every measurement (DESIGN §2 inputs with the
+// Workload fractions of every measurement (inputs of docs/contract.md with the
 // defects a production stream has).
 const (
 	duplicates = 0.05
