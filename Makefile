@@ -1,5 +1,5 @@
 # The test command of the README. It needs Go and redis-server on PATH.
-.PHONY: test test-short fuzz bench bench-go chaos check-deploy build
+.PHONY: test test-short fuzz bench bench-go chaos check-deploy build lint
 
 GO ?= go
 
@@ -27,3 +27,7 @@ build:
 check-deploy:
 	bash deploy/check.sh
 	bash deploy/check-observability.sh
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...

@@ -192,8 +192,8 @@ type Shutdown struct {
 
 // Retry configures the capped exponential backoff used when Kafka or Redis fails.
 type Retry struct {
-	InitialBackoff time.Duration `yaml:"initial_backoff" doc:"First retry delay."`
-	MaxBackoff     time.Duration `yaml:"max_backoff" doc:"Largest retry delay."`
+	InitialBackoff time.Duration `yaml:"initial_backoff" doc:"Cap of the first retry delay (each delay is random between 0 and its cap, which doubles per attempt)."`
+	MaxBackoff     time.Duration `yaml:"max_backoff" doc:"Largest cap of a retry delay."`
 }
 
 // Default returns the configuration used for every key that is not set.

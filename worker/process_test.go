@@ -1,13 +1,11 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +21,7 @@ import (
 // proc is a worker running as a separate `streamworker run` process.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  *testenv.LockedBuffer
 	done chan struct{}
 	err  error
 }
@@ -33,7 +31,7 @@ func (e *env) spawn(name string) *proc {
 	bin := testenv.BuildBinary(e.t, "github.com/streamworker/streamworker/cmd/streamworker")
 	cmd := exec.Command(bin, "run")
 	cmd.Env = append(os.Environ(),
-		"SW_KAFKA_BROKERS="+join(e.kafka.Seeds()),
+		"SW_KAFKA_BROKERS="+strings.Join(e.kafka.Seeds(), ","),
 		"SW_KAFKA_GROUP="+e.group,
 		"SW_KAFKA_CLIENT_ID="+name,
 		"SW_KAFKA_COMMIT_INTERVAL=200ms",
@@ -52,8 +50,8 @@ func (e *env) spawn(name string) *proc {
 		"SW_SHUTDOWN_TIMEOUT=15s",
 		"SW_RETRY_MAX_BACKOFF=500ms",
 	)
-	p := &proc{cmd: cmd, out: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stdout = &lockedWriter{w: p.out}
+	p := &proc{cmd: cmd, out: &testenv.LockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout = p.out
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -75,12 +73,7 @@ func (p *proc) waitLog(t *testing.T, s string) {
 		fmt.Sprintf("process never logged %q", s))
 }
 
-func (p *proc) output() string {
-	w := p.cmd.Stdout.(*lockedWriter)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.String()
-}
+func (p *proc) output() string { return p.out.String() }
 
 func (p *proc) signal(sig syscall.Signal) {
 	select {
@@ -90,28 +83,6 @@ func (p *proc) signal(sig syscall.Signal) {
 	}
 	_ = p.cmd.Process.Signal(sig)
 	<-p.done
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
-}
-
-func join(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += ","
-		}
-		out += x
-	}
-	return out
 }
 
 // produceInBackground produces cfg's stream at rate and returns its oracle

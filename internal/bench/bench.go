@@ -88,6 +88,9 @@ type Config struct {
 	QuietBelow float64
 	// Progress receives a line per measurement; nil discards them.
 	Progress io.Writer
+	// WorkerBinary is a built cmd/streamworker to run; empty builds one
+	// from the module's source.
+	WorkerBinary string
 }
 
 // Default returns the configuration of `make bench`: 3 runs over 1M events
@@ -251,9 +254,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	b := &bencher{cfg: cfg, root: root, dir: dir, http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
-	b.logf("building ./cmd/streamworker")
-	if b.worker, err = buildWorker(ctx, root, dir); err != nil {
-		return nil, err
+	if b.worker = cfg.WorkerBinary; b.worker == "" {
+		b.logf("building ./cmd/streamworker")
+		if b.worker, err = buildWorker(ctx, root, dir); err != nil {
+			return nil, err
+		}
 	}
 	if b.redis, err = startRedis(ctx, dir); err != nil {
 		return nil, err

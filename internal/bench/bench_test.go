@@ -33,6 +33,9 @@ func TestQuickRun(t *testing.T) {
 	cfg.LatencyFor = 2 * time.Second
 	cfg.GrowthUsers = []int{5_000}
 	cfg.GrowthEvents = 20_000
+	// Built outside the run's deadline: a cold build cache can take
+	// longer than the whole measurement.
+	cfg.WorkerBinary = testenv.BuildBinary(t, "github.com/streamworker/streamworker/cmd/streamworker")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, cfg)

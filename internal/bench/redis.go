@@ -81,16 +81,6 @@ func (s *redisServer) flush(ctx context.Context) error {
 	return nil
 }
 
-// usedMemory returns INFO memory's used_memory in bytes.
-func (s *redisServer) usedMemory(ctx context.Context) int64 {
-	info, err := s.client.InfoMap(ctx, "memory").Result()
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.ParseInt(info["Memory"]["used_memory"], 10, 64)
-	return n
-}
-
 // stop terminates the server and waits for it.
 func (s *redisServer) stop() {
 	_ = s.client.Close()

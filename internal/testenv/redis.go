@@ -52,7 +52,7 @@ type RedisServer struct {
 
 type redisProc struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *LockedBuffer
 	done chan struct{} // closed once the process has exited and been reaped
 }
 
@@ -126,7 +126,7 @@ func (s *RedisServer) startEmbedded(cfg redisConfig) {
 // start runs redis-server with s.args and waits until it answers PING. On
 // failure it returns the server's output.
 func (s *RedisServer) start(bin string) (string, error) {
-	p := &redisProc{out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &redisProc{out: &LockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, s.args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -315,19 +315,20 @@ func (s *RedisServer) deletePrefix() {
 	}
 }
 
-// lockedBuffer collects a child process's output.
-type lockedBuffer struct {
+// LockedBuffer collects a child process's output; it is safe for
+// concurrent use.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
