@@ -72,6 +72,7 @@ type batch struct {
 
 	dlqCount map[string]int
 	n        tally
+	oversize *poisonError // the first output that could not be produced, and the record that caused it
 }
 
 // touch returns a's change in the batch, adding one if the batch has not
@@ -101,6 +102,7 @@ func (b *batch) reset() {
 		c.agg, c.last = nil, nil
 	}
 	b.changes = b.changes[:0]
+	b.oversize = nil
 	clear(b.items)
 	b.items = b.items[:0]
 	clear(b.need[:cap(b.need)])

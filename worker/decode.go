@@ -18,6 +18,9 @@ import (
 func (p *partition) decode(r *kgo.Record) {
 	b := &p.b
 	b.n.consumed++
+	if p.poisoned(r) {
+		return
+	}
 	p.headers = p.headers[:0]
 	for _, h := range r.Headers {
 		p.headers = append(p.headers, topics.Header{Key: h.Key, Value: h.Value})

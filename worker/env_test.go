@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -444,8 +446,9 @@ func head(s []string) []string {
 	return s
 }
 
-// metric returns the sum of a counter or gauge family in reg.
-func metric(reg prometheus.Gatherer, name string) float64 {
+// metric returns the sum of a counter or gauge family in reg, over the
+// series that have the label pairs given (name, value, ...).
+func metric(reg prometheus.Gatherer, name string, labels ...string) float64 {
 	mfs, err := reg.Gather()
 	if err != nil {
 		return -1
@@ -455,7 +458,15 @@ func metric(reg prometheus.Gatherer, name string) float64 {
 		if mf.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+					return l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}) {
+					continue series
+				}
+			}
 			if c := m.GetCounter(); c != nil {
 				sum += c.GetValue()
 			}

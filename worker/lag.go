@@ -52,6 +52,7 @@ func (w *Worker) updateLag(ctx context.Context) {
 			age = max(now.Sub(oldest), 0)
 		}
 		w.m.lagSeconds.WithLabelValues(p.topic, part).Set(age.Seconds())
+		w.m.stuckSeconds.WithLabelValues(p.topic, part).Set(p.stuckFor(now).Seconds())
 		oldestAge = max(oldestAge, age)
 		buffered += nb
 		bufBytes += int(nbytes)

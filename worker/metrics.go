@@ -45,6 +45,8 @@ type metrics struct {
 	commitsTotal    prometheus.Counter
 	commitErrors    prometheus.Counter
 	partitionResets prometheus.Counter
+	internalErrors  *prometheus.CounterVec // stage
+	stuckSeconds    *prometheus.GaugeVec   // topic, partition
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -103,13 +105,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Offset commits that failed."}),
 		partitionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "partition_resets_total",
 			Help: "Times a partition's in-memory state was rebuilt from Redis to run a batch again, after a rejected state write or a failed call."}),
+		internalErrors: counter("internal_errors_total",
+			"Panics recovered, by stage (decode, process: the record is sent to the DLQ as internal_error; batch: the batch is retried).", "stage"),
+		stuckSeconds: gaugeVec("partition_stuck_seconds",
+			"How long the partition has been retrying a failed call (0 when it is not); the worker is not ready meanwhile.", "topic", "partition"),
 	}
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.processed, m.duplicates, m.late, m.stale, m.skipped, m.keyMismatch, m.gaps,
 			m.dlq, m.outputs, m.milestones, m.anomalies, m.conflicts, m.buffered, m.bufferedBytes, m.batchSeconds,
 			m.endToEnd, m.redisSeconds, m.redisErrors, m.produceErrors, m.rebalances, m.assigned, m.ready,
 			m.consumerLag, m.processedLag, m.lagSeconds, m.backlog, m.dedupeHeadroom, m.commitsTotal,
-			m.commitErrors, m.partitionResets)
+			m.commitErrors, m.partitionResets, m.internalErrors, m.stuckSeconds)
 	}
 	return m
 }

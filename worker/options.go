@@ -77,6 +77,11 @@ type Options struct {
 	Sequencing sequencing.Config
 	// MaxInputBytes rejects larger input values to the DLQ.
 	MaxInputBytes int
+	// MaxMessageBytes is the largest record the producer sends (the
+	// broker's or topic's max.message.bytes must allow it). An output
+	// that would be larger sends its input to the DLQ (output_too_large);
+	// a DLQ copy that would be larger is truncated.
+	MaxMessageBytes int
 	// UnknownTypes is UnknownSkip or UnknownDLQ.
 	UnknownTypes string
 	// CoalesceAggregates publishes one aggregated snapshot per user per
@@ -134,7 +139,7 @@ func (o *Options) validate() error {
 		v    int
 	}{
 		{"MaxPollRecords", o.MaxPollRecords}, {"FetchMaxPartitionBytes", o.FetchMaxPartitionBytes},
-		{"FetchMinBytes", o.FetchMinBytes}, {"MaxInputBytes", o.MaxInputBytes},
+		{"FetchMinBytes", o.FetchMinBytes}, {"MaxInputBytes", o.MaxInputBytes}, {"MaxMessageBytes", o.MaxMessageBytes},
 		{"Sequencing.MaxPerAggregate", o.Sequencing.MaxPerAggregate},
 		{"Sequencing.MaxPerPartition", o.Sequencing.MaxPerPartition},
 		{"Sequencing.MaxBytes", int(min(o.Sequencing.MaxBytes, 1<<31))},

@@ -4,8 +4,11 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -58,19 +61,24 @@ type partition struct {
 	pendingTS  []time.Time // first record timestamp of each batch queued or in hand
 	buffered   int
 	bufBytes   int64
+	faultSince atomic.Int64 // unix nanoseconds since the partition retries; 0 when it does not
 
 	committed int64 // last committed offset; guarded by Worker.commitMu
 
 	// goroutine-owned
-	dec      topics.Decoder
-	proc     *processors.Processor
-	buf      *sequencing.Buffer[*item] // the one owner of held events
-	recent   *dedupe.Recent
-	cache    map[string]*aggregate
-	next     int64 // offset after the last record handed to process
-	faulting bool  // retrying a failed Redis or Kafka call
-	headers  []topics.Header
-	b        batch
+	dec           topics.Decoder
+	proc          *processors.Processor
+	buf           *sequencing.Buffer[*item] // the one owner of held events
+	recent        *dedupe.Recent
+	cache         map[string]*aggregate
+	next          int64 // offset after the last record handed to process
+	faulting      bool  // retrying a failed Redis or Kafka call
+	faultAttempts int
+	lastFaultLog  time.Time
+	cur           *kgo.Record            // the record a stage is working on, blamed for a panic
+	poison        map[int64]*poisonError // records an earlier attempt of the batch failed on
+	headers       []topics.Header
+	b             batch
 }
 
 func newPartition(w *Worker, id int32) *partition {
@@ -180,6 +188,7 @@ func (p *partition) stopAndWait() {
 	p.cancel()
 	if p.faulting { // the goroutine has exited: its fields are ours now
 		p.faulting = false
+		p.faultSince.Store(0)
 		p.w.faulting.Add(-1)
 	}
 }
@@ -189,7 +198,8 @@ func (p *partition) stopAndWait() {
 // abandoned batch is simply not marked done.
 func (p *partition) process(recs []*kgo.Record) {
 	start := time.Now()
-	for attempt := 0; ; attempt++ {
+	conflicts := 0
+	for attempt := 0; ; {
 		err := p.processOnce(recs)
 		if err == nil {
 			break
@@ -197,40 +207,72 @@ func (p *partition) process(recs []*kgo.Record) {
 		if errors.Is(err, errStopped) || p.stopping() {
 			return
 		}
-		// The store rejected a write (this partition's view of an
-		// aggregate is stale) or a call failed in a way retrying in
-		// place cannot mend. Never skip the batch: rebuild the
-		// partition's state from the store and run the unfinished
-		// records again; dedupe marks make that safe.
+		// Never skip the batch: rebuild the partition's state from the
+		// store and run the unfinished records again; dedupe marks make
+		// that safe.
 		p.w.m.partitionResets.Inc()
-		if errors.Is(err, errConflict) {
+		recs = p.reset(recs)
+		var poison *poisonError
+		switch {
+		case errors.As(err, &poison) && p.poison[poison.offset] == nil:
+			// Without the record, the batch runs again at once.
+			p.blame(poison)
+			continue
+		case errors.Is(err, errConflict):
+			// The store rejected a write: this partition's view of an
+			// aggregate is stale.
+			conflicts++
 			p.w.log.Warn("state write rejected; rebuilding partition state from the store",
-				"partition", p.id, "attempt", attempt+1)
-		} else {
+				"partition", p.id, "attempt", conflicts)
+			if conflicts >= conflictFaultAfter {
+				p.fault(true, "state write", err)
+			}
+		default:
+			var ie *internalError
+			if errors.As(err, &ie) {
+				p.w.log.Error("panic in the pipeline", "partition", p.id, "stage", ie.stage, "panic", fmt.Sprint(ie.value), "stack", string(ie.stack))
+			}
 			p.fault(true, "batch", err)
 		}
-		recs = p.reset(recs)
 		if !p.sleep(p.w.opts.Retry.Delay(attempt)) {
 			return
 		}
+		attempt++
 	}
 	p.fault(false, "batch", nil)
+	clear(p.poison)
 	if len(recs) > 0 {
 		p.w.m.batchSeconds.Observe(time.Since(start).Seconds())
 	}
 }
 
 // processOnce runs the stages of the pipeline over one batch.
-func (p *partition) processOnce(recs []*kgo.Record) error {
+func (p *partition) processOnce(recs []*kgo.Record) (err error) {
+	defer func() { // a panic outside the record stages: retried, reported
+		if v := recover(); v != nil {
+			p.w.m.internalErrors.WithLabelValues("batch").Inc()
+			err = &internalError{stage: "batch", value: v, stack: debug.Stack()}
+		}
+	}()
 	p.b.reset()
 	now := p.w.opts.Now()
-	for _, r := range recs {
-		p.decode(r)
+	if err := p.guard("decode", func() {
+		for _, r := range recs {
+			p.cur = r
+			p.decode(r)
+		}
+	}); err != nil {
+		return err
 	}
 	if err := p.load(); err != nil {
 		return err
 	}
-	p.sequenceAll(now)
+	if err := p.guard("process", func() { p.sequenceAll(now) }); err != nil {
+		return err
+	}
+	if p.b.oversize != nil {
+		return p.b.oversize
+	}
 	if err := p.produce(); err != nil {
 		return err
 	}
@@ -264,32 +306,11 @@ func (p *partition) reset(recs []*kgo.Record) []*kgo.Record {
 	return again
 }
 
-// fault records whether the partition is retrying a failed call: fetching
-// pauses and the worker reports not ready until the call succeeds.
-func (p *partition) fault(on bool, op string, err error) {
-	if on {
-		p.pauseMu.Lock()
-		p.pauseLocked()
-		p.pauseMu.Unlock()
-		if !p.faulting {
-			p.faulting = true
-			p.w.faulting.Add(1)
-		}
-		p.w.log.Warn("retrying", "partition", p.id, "op", op, "err", err)
-		return
-	}
-	if p.faulting {
-		p.faulting = false
-		p.w.faulting.Add(-1)
-		p.w.log.Info("recovered", "partition", p.id, "op", op)
-		p.maybeResume()
-	}
-}
-
 // clearGauges removes the partition's labelled series.
 func (p *partition) clearGauges() {
 	part := itoa(int64(p.id))
 	p.w.m.processedLag.DeleteLabelValues(p.topic, part)
 	p.w.m.lagSeconds.DeleteLabelValues(p.topic, part)
 	p.w.m.consumerLag.DeleteLabelValues(p.w.opts.Group, p.topic, part)
+	p.w.m.stuckSeconds.DeleteLabelValues(p.topic, part)
 }

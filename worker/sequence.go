@@ -63,7 +63,7 @@ func (p *partition) sequence(it *item, now time.Time) {
 			return
 		}
 		held := &item{rec: cloneRecord(it.rec), ev: it.ev, agg: a, skip: it.skip}
-		switch p.buf.Add(a.id, seq, it.ev.ID, it.rec.Offset, len(it.rec.Value), now, held) {
+		switch p.buf.Add(a.id, seq, it.ev.ID, it.rec.Offset, heldSize(it.rec), now, held) {
 		case sequencing.Buffered:
 			return
 		case sequencing.Duplicate:
@@ -88,8 +88,13 @@ func (p *partition) sequence(it *item, now time.Time) {
 	}
 }
 
+// applyHook, when set (only by tests), runs before the processors on every
+// event applied: it lets a test make one event panic.
+var applyHook func(*topics.Event)
+
 // apply runs the processors for one event and queues its outputs.
 func (p *partition) apply(a *aggregate, it *item) {
+	p.cur = it.rec
 	c := p.b.touch(a)
 	c.changed = true
 	c.marks = append(c.marks, it.ev.ID)
@@ -100,6 +105,9 @@ func (p *partition) apply(a *aggregate, it *item) {
 		return
 	}
 	c.last = it
+	if applyHook != nil {
+		applyHook(&it.ev)
+	}
 	eff := p.proc.Apply(&a.st, &it.ev)
 	n := &p.b.n
 	n.processed++
@@ -157,6 +165,7 @@ func (p *partition) giveUp(a *aggregate, now time.Time) {
 // skipTo records the gap before a's sequence seq, caused by it, and makes
 // seq the expected sequence.
 func (p *partition) skipTo(a *aggregate, seq int64, it *item) {
+	p.cur = it.rec
 	expected := sequencing.Expected(a.st.LastSequence)
 	a.st.LastSequence = seq - 1
 	p.b.touch(a).changed = true

@@ -63,10 +63,11 @@ type Worker struct {
 
 	commitMu sync.Mutex // serializes offset commits with revokes
 
-	owned    atomic.Int32 // len(parts), for readers without mu
-	storeOK  atomic.Bool
-	faulting atomic.Int32 // partitions currently retrying a failed Redis or Kafka call
-	closed   atomic.Bool
+	owned      atomic.Int32 // len(parts), for readers without mu
+	storeOK    atomic.Bool
+	pingLogged time.Time    // when pingStore last logged a failure; owned by its goroutine
+	faulting   atomic.Int32 // partitions currently retrying a failed Redis or Kafka call
+	closed     atomic.Bool
 }
 
 // New validates opts and creates a Worker with its Kafka client. It does not
@@ -126,6 +127,7 @@ func New(opts Options) (*Worker, error) {
 		kgo.FetchMinBytes(int32(min(opts.FetchMinBytes, math.MaxInt32))),
 		kgo.FetchMaxPartitionBytes(int32(min(opts.FetchMaxPartitionBytes, math.MaxInt32))),
 		kgo.MaxBufferedRecords(1<<20),
+		kgo.ProducerBatchMaxBytes(int32(min(opts.MaxMessageBytes, math.MaxInt32))),
 		kgo.WithLogger(kgoLogger{opts.Logger}),
 	)
 	if opts.Registerer != nil {
@@ -223,9 +225,22 @@ func (w *Worker) pingStore(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	err := w.store.Ping(pctx)
-	w.storeOK.Store(err == nil)
+	was := w.storeOK.Swap(err == nil)
 	w.m.ready.Set(boolGauge(w.Ready()))
+	now := time.Now()
+	switch {
+	case err != nil && (was || now.Sub(w.pingLogged) >= pingLogEvery):
+		// A wrong password or an unreachable Redis is an error, said at
+		// start and every pingLogEvery while it lasts.
+		w.pingLogged = now
+		w.log.Error("state store does not answer; the worker is not ready", "err", err)
+	case err == nil && !was && !w.pingLogged.IsZero():
+		w.log.Info("state store answers again")
+	}
 }
+
+// pingLogEvery is how often a store that keeps failing its ping is logged.
+const pingLogEvery = 10 * time.Second
 
 // every calls fn each period until ctx ends, and once at the start when now
 // is true.

@@ -75,6 +75,7 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 			GapTimeout:      c.Sequencing.GapTimeout,
 		},
 		MaxInputBytes:      int(c.Input.MaxBytes),
+		MaxMessageBytes:    1 << 20,
 		UnknownTypes:       c.Input.UnknownTypes,
 		CoalesceAggregates: c.Outputs.CoalesceAggregates,
 		Processors:         ProcessorConfig(c),
