@@ -1,5 +1,5 @@
 # The test command of the README. It needs Go and redis-server on PATH.
-.PHONY: test test-short fuzz bench bench-go chaos check-deploy build lint
+.PHONY: test test-short fuzz bench bench-go chaos check-deploy build lint soak
 
 GO ?= go
 
@@ -31,3 +31,7 @@ check-deploy:
 lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# The hostile soak for 10 minutes (a seeded short case runs in `make test`).
+soak:
+	SW_SOAK_FOR=10m $(GO) test -count=1 -run '^TestHostileSoak$$' -timeout 40m -v ./worker/

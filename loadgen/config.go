@@ -91,6 +91,11 @@ type Config struct {
 	// DefaultUserPrefix. A second run against the same worker state needs
 	// a new prefix, or its sequences restart below the stored ones.
 	UserPrefix string
+	// Hostile is the fraction of records an attacker crafted (see
+	// hostile.go): IDs that once broke the Redis key layout, fields over
+	// the worker's bounds, a spoofed dlq.reason, a sequence beyond the
+	// maximum. Their users are apart from the normal ones ("h~...").
+	Hostile float64
 	// Oversized adds a value larger than topics.DefaultMaxBytes to the
 	// malformed cycle. Producing it needs a client and topic that accept
 	// records over 1 MB (kgo.ProducerBatchMaxBytes, max.message.bytes).
@@ -141,14 +146,14 @@ func (c Config) Validate() error {
 	}{
 		{"duplicates", c.Duplicates}, {"out_of_order", c.OutOfOrder},
 		{"malformed", c.Malformed}, {"unsequenced", c.Unsequenced},
-		{"cloudevents", c.CloudEvents}, {"bursts", c.Bursts},
+		{"cloudevents", c.CloudEvents}, {"bursts", c.Bursts}, {"hostile", c.Hostile},
 	} {
 		if !(f.v >= 0 && f.v <= 1) { // also catches NaN
 			bad("%s %v: want a fraction in [0,1]", f.name, f.v)
 		}
 	}
-	if c.Duplicates+c.Malformed > 1 {
-		bad("duplicates + malformed = %v: want at most 1", c.Duplicates+c.Malformed)
+	if c.Duplicates+c.Malformed+c.Hostile > 1 {
+		bad("duplicates + malformed + hostile = %v: want at most 1", c.Duplicates+c.Malformed+c.Hostile)
 	}
 	if c.Step < time.Millisecond || c.Step > time.Hour {
 		bad("step %v: want 1ms to 1h", c.Step)

@@ -139,6 +139,7 @@ type Generator struct {
 	emitted    int64 // records returned by Next
 	newEvents  int64
 	malformedN int64
+	hostileN   int64
 
 	startMs int64         // Start in Unix milliseconds
 	dates   [64]dateCache // formatted dates by day, direct-mapped
@@ -266,9 +267,11 @@ func (g *Generator) step() {
 		return
 	}
 	switch x := g.rng.Float64(); {
-	case x < g.cfg.Malformed:
+	case x < g.cfg.Hostile:
+		g.hostile()
+	case x < g.cfg.Hostile+g.cfg.Malformed:
 		g.emit(g.malformed())
-	case x < g.cfg.Malformed+g.cfg.Duplicates && len(g.ring) > 0:
+	case x < g.cfg.Hostile+g.cfg.Malformed+g.cfg.Duplicates && len(g.ring) > 0:
 		r := g.ring[g.ringLast]
 		if g.rng.IntN(4) != 0 {
 			r = g.ring[g.rng.IntN(len(g.ring))]
