@@ -25,10 +25,23 @@ var ErrBadPrefix = errors.New("dedupe: key prefix must not contain '{' or '}'")
 // (sw:{u-42}:state, sw:{u-42}:seen:<eventId>), so that they sit in one slot
 // and one Lua script may touch them all.
 //
-// An aggregate ID that would yield an empty hash tag (an empty ID or one that
-// starts with '}') is escaped by a leading '~', as is an ID that itself
-// starts with '~', so the mapping stays one-to-one and every key of the
-// aggregate still shares a non-empty tag.
+// The mapping (aggregate, event ID) -> key is one-to-one for arbitrary byte
+// strings, and no state key equals any mark key. Redis Cluster hashes the
+// bytes between the first '{' and the first '}' after it; the prefix holds
+// no brace, so the tag is exactly the encoded aggregate, provided that the
+// encoding holds no '}' and is never empty. An ordinary aggregate ID (not
+// empty, no '}', not starting with '~') is written as it is, so its keys are
+// the same as in every earlier release. Any other aggregate ID is written as
+// '~' followed by the ID with '%' and '}' percent-encoded (%25, %7D): the
+// leading '~' keeps the two forms apart, the percent-encoding is reversible,
+// and the encoded form holds no '}', so the tag ends exactly after it. The
+// event ID follows the tag and ":seen:", which ":state" never matches, and
+// runs to the end of the key, so it needs no escaping at all.
+//
+// An ID that starts with '~' and holds neither '%' nor '}', and the empty ID,
+// keep the keys they had before this encoding; an aggregate ID holding '}',
+// or starting with '~' and holding '%', gets a new key (see the README on
+// upgrades).
 //
 // Keys is a value type, safe for concurrent use.
 type Keys struct {
@@ -79,17 +92,33 @@ func (k Keys) prefix() string {
 }
 
 // size is the length of a key of agg with a suffix of n bytes, plus room for
-// the escape byte.
+// the escape byte; escaped bytes grow the buffer as needed.
 func (k Keys) size(agg string, n int) int {
 	return len(k.prefix()) + len(":{}") + 1 + len(agg) + n
+}
+
+// ordinary reports whether agg is written into its keys unchanged.
+func ordinary(agg string) bool {
+	return agg != "" && agg[0] != '~' && strings.IndexByte(agg, '}') < 0
 }
 
 func (k Keys) appendTagged(dst []byte, agg string) []byte {
 	dst = append(dst, k.prefix()...)
 	dst = append(dst, ":{"...)
-	if agg == "" || agg[0] == '}' || agg[0] == '~' {
-		dst = append(dst, '~')
+	if ordinary(agg) {
+		dst = append(dst, agg...)
+		return append(dst, '}')
 	}
-	dst = append(dst, agg...)
+	dst = append(dst, '~')
+	for i := 0; i < len(agg); i++ {
+		switch c := agg[i]; c {
+		case '%':
+			dst = append(dst, "%25"...)
+		case '}':
+			dst = append(dst, "%7D"...)
+		default:
+			dst = append(dst, c)
+		}
+	}
 	return append(dst, '}')
 }

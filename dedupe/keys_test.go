@@ -29,9 +29,15 @@ func TestKeys(t *testing.T) {
 		{"custom prefix", Keys{Prefix: "replay7"}, "u-42", "evt-1", "replay7:{u-42}:state", "replay7:{u-42}:seen:evt-1"},
 		{"braces in event id", Keys{}, "u-1", "{x}", "sw:{u-1}:state", "sw:{u-1}:seen:{x}"},
 		{"empty aggregate is escaped", Keys{}, "", "e", "sw:{~}:state", "sw:{~}:seen:e"},
-		{"leading close brace is escaped", Keys{}, "}a", "e", "sw:{~}a}:state", "sw:{~}a}:seen:e"},
-		{"leading tilde is escaped", Keys{}, "~}a", "e", "sw:{~~}a}:state", "sw:{~~}a}:seen:e"},
-		{"inner close brace", Keys{}, "a}b", "e", "sw:{a}b}:state", "sw:{a}b}:seen:e"},
+		{"leading close brace is escaped", Keys{}, "}a", "e", "sw:{~%7Da}:state", "sw:{~%7Da}:seen:e"},
+		{"leading tilde keeps its key", Keys{}, "~a", "e", "sw:{~~a}:state", "sw:{~~a}:seen:e"},
+		{"leading tilde and brace", Keys{}, "~}a", "e", "sw:{~~%7Da}:state", "sw:{~~%7Da}:seen:e"},
+		{"inner close brace", Keys{}, "a}b", "e", "sw:{~a%7Db}:state", "sw:{~a%7Db}:seen:e"},
+		{"percent in an escaped id", Keys{}, "~%7D", "e", "sw:{~~%257D}:state", "sw:{~~%257D}:seen:e"},
+		{"percent in an ordinary id", Keys{}, "a%7Db", "e", "sw:{a%7Db}:state", "sw:{a%7Db}:seen:e"},
+		{"open brace in aggregate", Keys{}, "{a", "e", "sw:{{a}:state", "sw:{{a}:seen:e"},
+		{"issue 12: injected seen", Keys{}, "a}:seen:b", "c", "sw:{~a%7D:seen:b}:state", "sw:{~a%7D:seen:b}:seen:c"},
+		{"issue 12: injected state", Keys{}, "v", "x}:state", "sw:{v}:state", "sw:{v}:seen:x}:state"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,7 +51,7 @@ func TestKeys(t *testing.T) {
 				t.Errorf("AppendSeen = %q, want %q", got, "x"+tt.seen)
 			}
 			st, sn := hashTag(tt.keys.State(tt.agg)), hashTag(tt.keys.Seen(tt.agg, tt.id))
-			if st != sn || st == tt.keys.State(tt.agg) {
+			if st != sn || st == tt.keys.State(tt.agg) || !strings.HasPrefix(tt.state, tt.keys.prefix()+":{"+st+"}") {
 				t.Errorf("hash tags differ or are empty: state %q, seen %q", st, sn)
 			}
 		})
@@ -53,7 +59,7 @@ func TestKeys(t *testing.T) {
 }
 
 func TestKeysDistinctAggregatesDistinctKeys(t *testing.T) {
-	aggs := []string{"", "~", "~~", "}", "~}", "}}", "a", "~a", "a}", "}a"}
+	aggs := []string{"", "~", "~~", "}", "~}", "}}", "a", "~a", "a}", "}a", "%", "~%", "~%7D", "%7D", "a%7D", "a}b", "~a}"}
 	seen := map[string]string{}
 	for _, a := range aggs {
 		k := Keys{}.State(a)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -37,7 +36,8 @@ const DefaultMaxBytes = 1 << 20
 // decides how the rest is read. For CloudEvents the order is size,
 // ce_specversion, ce_schemaversion, ce_id, ce_type, ce_source,
 // ce_aggregateid (and the key), ce_sequence, ce_time, the value (data), then
-// the metadata headers.
+// the metadata headers. The length bounds (Limits) come last, in the same
+// order of fields, and the sequence must be at most MaxSequence.
 //
 // Integers are strict: 17 is an integer, while 17.0, 1.7e1, "17" and 1e400
 // are not (a JSON number with a fraction or an exponent is never an
@@ -47,8 +47,13 @@ const DefaultMaxBytes = 1 << 20
 // decides what to do with it.
 type Decoder struct {
 	// MaxBytes is the largest record value accepted; 0 or less means
-	// DefaultMaxBytes.
+	// DefaultMaxBytes. NewDecoder sets it from Limits.MaxBytes.
 	MaxBytes int
+
+	// limits holds the bounds NewDecoder was given; without limited,
+	// the zero Decoder enforces DefaultLimits (and MaxBytes).
+	limits  Limits
+	limited bool
 
 	// names holds type, source and data.action values; resources holds
 	// data.resource values, apart so that a producer that puts an ID in
@@ -61,10 +66,8 @@ type Decoder struct {
 // Decode decodes, validates and upcasts r. Every error it returns is a
 // *ValidationError. The Event's strings do not alias r's buffers.
 func (d *Decoder) Decode(r *Record) (Event, error) {
-	maxBytes := d.MaxBytes
-	if maxBytes <= 0 {
-		maxBytes = DefaultMaxBytes
-	}
+	lim := d.Limits()
+	maxBytes := lim.MaxBytes
 	if len(r.Value) > maxBytes {
 		return Event{}, invalid("value", ReasonTooLarge,
 			fmt.Sprintf("%d bytes, limit %d", len(r.Value), maxBytes))
@@ -79,6 +82,9 @@ func (d *Decoder) Decode(r *Record) (Event, error) {
 	} else {
 		e.Format = FormatJSON
 		verr = d.decodeJSON(&e, r)
+	}
+	if verr == nil {
+		verr = checkLengths(&e, &lim, e.Format == FormatCloudEvents)
 	}
 	if verr != nil {
 		return Event{}, verr
@@ -230,11 +236,14 @@ func (d *Decoder) decodeJSON(e *Event, r *Record) *ValidationError {
 	}
 	if !isNull(env.sequence) {
 		n, isInt, fits := intValue(env.sequence)
-		if !isInt || !fits {
+		if !isInt {
 			return invalid("sequence", ReasonInvalidSequence, "not an integer: "+clip(env.sequence))
 		}
-		if n < 1 {
-			return invalid("sequence", ReasonInvalidSequence, strconv.FormatInt(n, 10)+" is below 1")
+		if !fits {
+			return invalid("sequence", ReasonInvalidSequence, "out of range: "+clip(env.sequence))
+		}
+		if err := checkSequence("sequence", n); err != nil {
+			return err
 		}
 		e.Sequence = n
 	}
@@ -410,8 +419,8 @@ func (d *Decoder) decodeCloudEvents(e *Event, r *Record, h *headerIndex) *Valida
 		if !isInt || !fits {
 			return invalid(headerNames[hSequence], ReasonInvalidSequence, fmt.Sprintf("not an integer: %q", clip(v)))
 		}
-		if n < 1 {
-			return invalid(headerNames[hSequence], ReasonInvalidSequence, strconv.FormatInt(n, 10)+" is below 1")
+		if err := checkSequence(headerNames[hSequence], n); err != nil {
+			return err
 		}
 		e.Sequence = n
 	}
@@ -620,16 +629,15 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-// validTraceParent reports whether v looks like a W3C traceparent header:
-// version-traceid-parentid-flags in lower-case hex (2-32-16-2 digits), with
-// room for more fields after a future version's flags. An invalid one is
-// ignored, as the W3C Trace Context specification requires.
+// validTraceParent reports whether v is a W3C traceparent header in its
+// exact version 00 form: 55 bytes, version-traceid-parentid-flags in
+// lower-case hex (2-32-16-2 digits), neither ID all zeros. Anything else,
+// including a later version's longer form, is dropped rather than copied
+// to every output: the header is producer data, and only this form has a
+// known size.
 func validTraceParent(v []byte) bool {
 	const n = 55 // len("00-" + 32 + "-" + 16 + "-" + "01")
-	if len(v) < n || (len(v) > n && (v[n] != '-' || string(v[:2]) == "00")) {
-		return false
-	}
-	if string(v[:2]) == "ff" {
+	if len(v) != n || string(v[:2]) != "00" {
 		return false
 	}
 	zeroTrace, zeroParent := true, true

@@ -215,11 +215,11 @@ func TestDecodeTooLarge(t *testing.T) {
 	}
 	// The zero Decoder's limit is 1 MiB.
 	var zero topics.Decoder
-	big := `{"id":"e","type":"t","source":"` + strings.Repeat("a", topics.DefaultMaxBytes) + `"}`
+	big := `{"id":"e","type":"t","pad":"` + strings.Repeat("a", topics.DefaultMaxBytes) + `"}`
 	if _, err := zero.Decode(jsonRecord(big)); !errors.As(err, &verr) || verr.Reason != topics.ReasonTooLarge {
 		t.Fatalf("a value over 1 MiB: got %v, want too_large", err)
 	}
-	fits := `{"id":"e","type":"t","source":"` + strings.Repeat("a", topics.DefaultMaxBytes-40) + `"}`
+	fits := `{"id":"e","type":"t","pad":"` + strings.Repeat("a", topics.DefaultMaxBytes-40) + `"}`
 	if _, err := zero.Decode(jsonRecord(fits)); err != nil {
 		t.Fatalf("a value under 1 MiB: %v", err)
 	}
@@ -266,8 +266,8 @@ func TestDecodeRules(t *testing.T) {
 				t.Fatalf("Sequence %d", e.Sequence)
 			}
 		}},
-		{"sequence max int64", jsonRecord(withField(t, "sequence", "9223372036854775807")), func(t *testing.T, e topics.Event) {
-			if e.Sequence != 1<<63-1 {
+		{"sequence max", jsonRecord(withField(t, "sequence", "9007199254740991")), func(t *testing.T, e topics.Event) {
+			if e.Sequence != topics.MaxSequence {
 				t.Fatalf("Sequence %d", e.Sequence)
 			}
 		}},
@@ -466,7 +466,10 @@ func TestTraceParent(t *testing.T) {
 		valid bool
 	}{
 		{traceParent, true},
-		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future", true},
+		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future", false}, // only the exact 55-byte form is copied
+		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false},
+		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-" + strings.Repeat("a", 1<<20), false}, // issue 12, finding 3: a 1 MB tail
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g", false},
 		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", false},
 		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", false},
 		{"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false},

@@ -18,31 +18,38 @@ const (
 	// ReasonInvalidSpecVersion: a CloudEvents record whose ce_specversion
 	// is not "1.0".
 	ReasonInvalidSpecVersion Reason = "invalid_specversion"
-	// ReasonInvalidID: id missing, empty or not a string.
+	// ReasonInvalidID: id missing, empty, not a string, or longer than
+	// Limits.MaxIDBytes.
 	ReasonInvalidID Reason = "invalid_id"
-	// ReasonInvalidType: type missing, empty or not a string.
+	// ReasonInvalidType: type missing, empty, not a string, or longer
+	// than Limits.MaxLabelBytes.
 	ReasonInvalidType Reason = "invalid_type"
 	// ReasonInvalidVersion: version not an integer.
 	ReasonInvalidVersion Reason = "invalid_version"
 	// ReasonUnknownVersion: version is an integer this build does not know.
 	ReasonUnknownVersion Reason = "unknown_version"
-	// ReasonInvalidSource: source present but not a string.
+	// ReasonInvalidSource: source present but not a string, or longer
+	// than Limits.MaxLabelBytes.
 	ReasonInvalidSource Reason = "invalid_source"
-	// ReasonInvalidAggregateID: aggregateId present but not a string, or
-	// a record key used as the aggregate ID that is not UTF-8.
+	// ReasonInvalidAggregateID: aggregateId present but not a string, a
+	// record key used as the aggregate ID that is not UTF-8, or an
+	// aggregate ID longer than Limits.MaxAggregateIDBytes.
 	ReasonInvalidAggregateID Reason = "invalid_aggregate_id"
 	// ReasonMissingAggregateID: no aggregateId and no record key.
 	ReasonMissingAggregateID Reason = "missing_aggregate_id"
-	// ReasonInvalidSequence: sequence not an integer, or below 1.
+	// ReasonInvalidSequence: sequence not an integer, below 1, or above
+	// MaxSequence.
 	ReasonInvalidSequence Reason = "invalid_sequence"
 	// ReasonInvalidTimestamp: timestamp not an RFC 3339 string.
 	ReasonInvalidTimestamp Reason = "invalid_timestamp"
 	// ReasonInvalidData: data not an object, or one of its known fields
-	// (userId, action, resource) not a string, or a version 2 event
+	// (userId, action, resource) not a string or longer than its bound
+	// (Limits.MaxAggregateIDBytes, MaxLabelBytes), or a version 2 event
 	// without data.userId.
 	ReasonInvalidData Reason = "invalid_data"
 	// ReasonInvalidMetadata: metadata not an object, or one of its known
-	// fields not a string.
+	// fields not a string or longer than its bound (Limits.MaxIDBytes,
+	// MaxAggregateIDBytes for userId).
 	ReasonInvalidMetadata Reason = "invalid_metadata"
 )
 

@@ -34,7 +34,22 @@ func FuzzDecode(f *testing.F) {
 		"ce_specversion=1.0\nce_id=e\nce_type=user.activity\nce_sequence=3\nce_time=2026-11-22T10:00:00Z\nce_schemaversion=2")
 	f.Add([]byte(""), []byte(``), "ce_specversion=1.0\nce_id=e\nce_type=t\nce_aggregateid=a")
 
-	d := topics.Decoder{MaxBytes: 4096} // small, so that huge inputs minimize fast
+	f.Add([]byte("k"), []byte(`{"id":"e","type":"t","sequence":9007199254740992}`), "")
+	f.Add([]byte("k"), []byte(`{"id":"0123456789abcdefX","type":"t"}`), "")
+	f.Add([]byte("k"), []byte(`{"id":"e","type":"t","data":{"action":"0123456789abcdefX"}}`), "")
+	f.Add([]byte("0123456789abcdefX"), []byte(`{"id":"e","type":"t"}`), "")
+	f.Add([]byte("k"), []byte(`{"id":"e","type":"t"}`), "traceparent="+traceParent+"-"+strings.Repeat("x", 64))
+	f.Add([]byte("k"), []byte(`{"id":"e","type":"t"}`),
+		"ce_specversion=1.0\nce_id=e\nce_type=t\nce_sequence=9007199254740992")
+	f.Add([]byte("k"), []byte(`{}`), "ce_specversion=1.0\nce_id=e\nce_type=t\nce_correlationid=0123456789abcdefX")
+
+	// Small bounds, so that huge inputs minimize fast and the length
+	// checks are reached.
+	lim := topics.Limits{MaxBytes: 4096, MaxIDBytes: 16, MaxAggregateIDBytes: 12, MaxLabelBytes: 14}
+	d, err := topics.NewDecoder(lim)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, key, value []byte, headers string) {
 		r := &topics.Record{Key: key, Value: value, Timestamp: recordTime}
 		for line := range strings.SplitSeq(headers, "\n") {
@@ -53,11 +68,12 @@ func FuzzDecode(f *testing.F) {
 				e.Version != topics.CurrentVersion || e.Data.UserID == "" || e.Time.Location() != time.UTC {
 				t.Fatalf("invalid event decoded: %+v", e)
 			}
+			checkBounds(t, e, lim)
 		}
 		if e.Format == topics.FormatCloudEvents || strings.Contains(headers, "ce_specversion=") {
 			return
 		}
-		want, wantErr := reference(r, d.MaxBytes)
+		want, wantErr := reference(r, lim)
 		var verr *topics.ValidationError
 		errors.As(err, &verr)
 		switch {
@@ -77,11 +93,11 @@ var integerLiteral = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
 
 // reference decodes the JSON form with encoding/json, following the rules of
 // docs/contract.md ("Event format") in the order the Decoder documents.
-func reference(r *topics.Record, maxBytes int) (topics.Event, *topics.ValidationError) {
+func reference(r *topics.Record, lim topics.Limits) (topics.Event, *topics.ValidationError) {
 	bad := func(field string, reason topics.Reason) (topics.Event, *topics.ValidationError) {
 		return topics.Event{}, &topics.ValidationError{Field: field, Reason: reason}
 	}
-	if len(r.Value) > maxBytes {
+	if len(r.Value) > lim.MaxBytes {
 		return bad("value", topics.ReasonTooLarge)
 	}
 	if !utf8.Valid(r.Value) || !json.Valid(r.Value) {
@@ -148,7 +164,7 @@ func reference(r *topics.Record, maxBytes int) (topics.Event, *topics.Validation
 			return bad("sequence", topics.ReasonInvalidSequence)
 		}
 		i, err := strconv.ParseInt(string(n), 10, 64)
-		if err != nil || i < 1 {
+		if err != nil || i < 1 || i > topics.MaxSequence {
 			return bad("sequence", topics.ReasonInvalidSequence)
 		}
 		e.Sequence = i
@@ -195,6 +211,28 @@ func reference(r *topics.Record, maxBytes int) (topics.Event, *topics.Validation
 		e.Data.UserID = e.AggregateID
 	}
 	e.Version = topics.CurrentVersion
+	for _, c := range []struct {
+		field  string
+		reason topics.Reason
+		s      string
+		max    int
+	}{
+		{"id", topics.ReasonInvalidID, e.ID, lim.MaxIDBytes},
+		{"type", topics.ReasonInvalidType, e.Type, lim.MaxLabelBytes},
+		{"source", topics.ReasonInvalidSource, e.Source, lim.MaxLabelBytes},
+		{"aggregateId", topics.ReasonInvalidAggregateID, e.AggregateID, lim.MaxAggregateIDBytes},
+		{"data.userId", topics.ReasonInvalidData, e.Data.UserID, lim.MaxAggregateIDBytes},
+		{"data.action", topics.ReasonInvalidData, e.Data.Action, lim.MaxLabelBytes},
+		{"data.resource", topics.ReasonInvalidData, e.Data.Resource, lim.MaxLabelBytes},
+		{"metadata.correlationId", topics.ReasonInvalidMetadata, e.Metadata.CorrelationID, lim.MaxIDBytes},
+		{"metadata.causationId", topics.ReasonInvalidMetadata, e.Metadata.CausationID, lim.MaxIDBytes},
+		{"metadata.traceId", topics.ReasonInvalidMetadata, e.Metadata.TraceID, lim.MaxIDBytes},
+		{"metadata.userId", topics.ReasonInvalidMetadata, e.Metadata.UserID, lim.MaxAggregateIDBytes},
+	} {
+		if len(c.s) > c.max {
+			return bad(c.field, c.reason)
+		}
+	}
 	if !validTraceParentRef(e.TraceParent) {
 		e.TraceParent = ""
 	}
@@ -224,13 +262,37 @@ func stringFields(obj map[string]any, dst map[string]*string) (string, bool) {
 	return "*", false
 }
 
-var traceParentLiteral = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$`)
+var traceParentLiteral = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
 func validTraceParentRef(s string) bool {
 	return traceParentLiteral.MatchString(s) &&
-		!strings.HasPrefix(s, "ff") &&
-		(len(s) == 55 || !strings.HasPrefix(s, "00")) &&
 		s[3:35] != strings.Repeat("0", 32) && s[36:52] != strings.Repeat("0", 16)
+}
+
+// checkBounds fails unless every string of e, and so every output built
+// from it, is within lim, the sequence within 1..MaxSequence and a
+// traceparent in its exact 55-byte form.
+func checkBounds(t *testing.T, e topics.Event, lim topics.Limits) {
+	t.Helper()
+	ids := []string{e.ID, e.Metadata.CorrelationID, e.Metadata.CausationID, e.Metadata.TraceID}
+	users := []string{e.AggregateID, e.Data.UserID, e.Metadata.UserID}
+	labels := []string{e.Type, e.Source, e.Data.Action, e.Data.Resource}
+	for _, g := range []struct {
+		ss  []string
+		max int
+	}{{ids, lim.MaxIDBytes}, {users, lim.MaxAggregateIDBytes}, {labels, lim.MaxLabelBytes}} {
+		for _, s := range g.ss {
+			if len(s) > g.max {
+				t.Fatalf("decoded %q longer than %d bytes: %+v", s, g.max, e)
+			}
+		}
+	}
+	if e.Sequence < 0 || e.Sequence > topics.MaxSequence {
+		t.Fatalf("sequence %d out of range", e.Sequence)
+	}
+	if e.TraceParent != "" && !validTraceParentRef(e.TraceParent) {
+		t.Fatalf("traceparent %q copied", e.TraceParent)
+	}
 }
 
 // sameField reports whether field matches want, where want "data.*" matches

@@ -69,7 +69,7 @@ func TestSchemaFilesLoad(t *testing.T) {
 // keywords are the keywords validate implements.
 var keywords = []string{
 	"$schema", "$id", "$defs", "$ref", "title", "description", "default", "examples", "format",
-	"type", "const", "enum", "minLength", "pattern", "minimum", "exclusiveMinimum",
+	"type", "const", "enum", "minLength", "pattern", "minimum", "exclusiveMinimum", "maximum",
 	"required", "properties", "additionalProperties", "allOf", "if", "then", "else",
 }
 
@@ -147,6 +147,10 @@ func validate(root, s map[string]any, v any, path string) []string {
 				if c < 0 || (c == 0 && k == "exclusiveMinimum") {
 					fail("%v is below the %s %v", n, k, kv)
 				}
+			}
+		case "maximum":
+			if n, ok := v.(json.Number); ok && number(n).Cmp(number(kv.(json.Number))) > 0 {
+				fail("%v is above the maximum %v", n, kv)
 			}
 		case "required":
 			if obj, ok := v.(map[string]any); ok {
@@ -328,6 +332,7 @@ func TestEnvelopeSchemaAgreesWithDecoder(t *testing.T) {
 		`{"id":"e","type":"t","version":null,"source":null,"sequence":null,"timestamp":null,"data":null,"metadata":null}`,
 		`{"id":"e","type":"t","version":2,"data":{"userId":"u"}}`,
 		`{"id":"e","type":"t","data":{"action":null,"other":5},"unknown":[1]}`,
+		withField(t, "sequence", `9007199254740991`),
 	}
 	for _, v := range valid {
 		if _, err := new(topics.Decoder).Decode(jsonRecord(v)); err != nil {
@@ -357,6 +362,7 @@ func TestEnvelopeSchemaAgreesWithDecoder(t *testing.T) {
 		withField(t, "sequence", `-5`),
 		withField(t, "sequence", `"17"`),
 		withField(t, "sequence", `17.5`),
+		withField(t, "sequence", `9007199254740992`),
 		withField(t, "timestamp", `1732269600`),
 		withField(t, "data", `"x"`),
 		withField(t, "data", `{"action":1}`),

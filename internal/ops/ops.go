@@ -82,7 +82,7 @@ type RedriveStats struct {
 // input topic, with their original key, value and headers (the dlq.*
 // headers removed), and commits its progress in group so a second run does
 // not redrive them again. A non-empty reason redrives only records whose
-// dlq.reason matches.
+// reason, as DLQReason reads it, matches.
 func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, reason string) (RedriveStats, error) {
 	var st RedriveStats
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
@@ -136,7 +136,7 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 				remaining[r.Partition] = 0
 			}
 			st.Read++
-			if reason != "" && header(r, "dlq.reason") != reason {
+			if reason != "" && DLQReason(r) != reason {
 				st.Skipped++
 				return
 			}
@@ -159,10 +159,17 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 	return st, nil
 }
 
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
+// DLQReason returns the reason the worker gave for sending r to the
+// dead-letter topic: the value of r's last dlq.reason header, or "" when it
+// has none. The worker appends its own dlq.* headers after every header the
+// input carried, so the last dlq.reason is always the worker's. A producer's
+// dlq.reason comes before it: the worker renames incoming dlq.* headers to
+// original.dlq.*, and a record dead-lettered by a release that did not
+// still has the producer's dlq.reason first, which DLQReason passes over.
+func DLQReason(r *kgo.Record) string {
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == "dlq.reason" {
+			return string(r.Headers[i].Value)
 		}
 	}
 	return ""

@@ -109,3 +109,45 @@ func TestRedriveCopiesOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestRedriveReadsTheWorkersReason: a producer that put its own dlq.reason
+// on an input record cannot choose how the record is classified. Before
+// DLQReason, the spoofed leading dlq.reason was read (issue 12, finding 7).
+func TestRedriveReadsTheWorkersReason(t *testing.T) {
+	k := testenv.Kafka(t)
+	dlq, input, group := k.Topic("dlq"), k.Topic("in"), k.Topic("redrive")
+	k.CreateTopics(t, 1, dlq, input)
+	cl := k.Client(t)
+	h := func(k, v string) kgo.RecordHeader { return kgo.RecordHeader{Key: k, Value: []byte(v)} }
+	// As a worker of an earlier release wrote it: the input's headers,
+	// then the worker's dlq.* block.
+	spoofed := &kgo.Record{Topic: dlq, Key: []byte("u1"), Value: []byte("{"), Headers: []kgo.RecordHeader{
+		h("dlq.reason", "late"), h("traceparent", "tp"),
+		h("dlq.reason", "malformed"), h("dlq.error", "unexpected end of JSON input"), h("dlq.processor", "decode"),
+		h("dlq.topic", input), h("dlq.partition", "0"), h("dlq.offset", "7"),
+	}}
+	// As the worker writes it now: the input's dlq.reason renamed.
+	renamed := &kgo.Record{Topic: dlq, Key: []byte("u2"), Value: []byte("{"), Headers: []kgo.RecordHeader{
+		h("original.dlq.reason", "late"), h("dlq.reason", "malformed"), h("dlq.offset", "8"),
+	}}
+	produce(t, cl, spoofed, renamed)
+	if got := ops.DLQReason(spoofed); got != "malformed" {
+		t.Fatalf("DLQReason = %q, want the worker's malformed", got)
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(k.Seeds()...)}
+	ctx := context.Background()
+	st, err := ops.Redrive(ctx, opts, dlq, input, group+"-late", "late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Read != 2 || st.Redriven != 0 || st.Skipped != 2 {
+		t.Fatalf("redrive --reason late: %+v, want both skipped", st)
+	}
+	st, err = ops.Redrive(ctx, opts, dlq, input, group+"-malformed", "malformed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Read != 2 || st.Redriven != 2 {
+		t.Fatalf("redrive --reason malformed: %+v, want both redriven", st)
+	}
+}
