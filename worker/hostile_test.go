@@ -1,0 +1,170 @@
+package worker_test
+
+// Hostile producers, against a real redis-server: each test is one finding
+// of a review that produced crafted records with a non-Go client. None of
+// them may lose another record's event, wedge a partition, or stop the
+// worker (docs/contract.md, "Delivery guarantees").
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/loadgen"
+	"github.com/streamworker/streamworker/processors"
+)
+
+// crafted is an activity event of user with the given id and sequence (0:
+// none); both may hold any characters.
+func crafted(id, user string, seq int64) *kgo.Record {
+	s := ""
+	if seq != 0 {
+		s = fmt.Sprintf(`"sequence":%d,`, seq)
+	}
+	v := fmt.Sprintf(`{"id":%q,"type":"user.activity","aggregateId":%q,%s"timestamp":"2026-11-22T10:00:01.000Z","data":{"action":"click"}}`, id, user, s)
+	return &kgo.Record{Key: []byte(user), Value: []byte(v)}
+}
+
+// applied returns the totalActivity of user u in the store.
+func (e *env) applied(u string) int64 { return e.decoded(u).TotalActivity }
+
+// TestKeyInjectionDropsNoEvent: user "a" with event "b}:seen:c" and user
+// "a}:seen:b" with event "c" once mapped to the same dedupe key, so the
+// second event was dropped as a duplicate.
+func TestKeyInjectionDropsNoEvent(t *testing.T) {
+	e := newEnv(t, 1)
+	r := e.start(e.options(nil))
+	e.send(crafted("b}:seen:c", "a", 0), crafted("c", "a}:seen:b", 0))
+	e.waitDrained(30 * time.Second)
+	for _, u := range []string{"a", "a}:seen:b"} {
+		if got := e.applied(u); got != 1 {
+			t.Errorf("user %q: %d events applied, want 1", u, got)
+		}
+	}
+	if !r.w.Ready() {
+		t.Error("worker not ready")
+	}
+}
+
+// TestKeyInjectionWedgesNothing: a mark of one user once landed on another
+// user's state key (or the reverse), so a fetch got WRONGTYPE or the commit
+// script failed, and the partition retried forever (once while reporting
+// ready and re-publishing the same aggregate on every retry).
+func TestKeyInjectionWedgesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		first *kgo.Record
+		then  *kgo.Record
+		users []string
+	}{
+		{"mark then state", crafted("x}:state", "v", 0), crafted("e1", "v}:seen:x", 0), []string{"v", "v}:seen:x"}},
+		{"state then mark", crafted("e1", "w}:seen:y", 0), crafted("y}:state", "w", 0), []string{"w}:seen:y", "w"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 1)
+			r := e.start(e.options(nil))
+			e.send(tc.first, tc.then)
+			e.waitDrained(30 * time.Second)
+			for _, u := range tc.users {
+				if got := e.applied(u); got != 1 {
+					t.Errorf("user %q: %d events applied, want 1", u, got)
+				}
+			}
+			if n := len(e.readAll(e.names.Aggregates)); n != 2 {
+				t.Errorf("%d aggregated outputs, want 2 (one per user)", n)
+			}
+			testenv.Eventually(t, 10*time.Second, r.w.Ready, "worker not ready")
+		})
+	}
+}
+
+// TestBufferSmallerThanEvent: with sequencing.max_buffered_bytes below one
+// event's size, an out-of-order event once made the worker dereference nil
+// and crash, again on every restart.
+func TestBufferSmallerThanEvent(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options(nil)
+	opts.Sequencing.MaxBytes = 64
+	r := e.start(opts)
+	e.send(crafted("l1", "u-l", 1), crafted("l3", "u-l", 3), crafted("l4", "u-l", 4))
+	e.waitDrained(30 * time.Second)
+	if got := e.applied("u-l"); got != 3 {
+		t.Errorf("%d events applied, want 3 (the gap before 3 given up)", got)
+	}
+	if !r.w.Ready() {
+		t.Error("worker not ready")
+	}
+}
+
+// TestSequenceOverflow: sequence 9223372036854775807 then 5 once wrapped
+// the expected sequence: 5 was applied after the maximum and the gap record
+// said expected -9223372036854775808. A sequence beyond the documented
+// maximum (2^53-1) is invalid.
+func TestSequenceOverflow(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options(nil)
+	opts.Sequencing.GapTimeout = time.Second // m5 waits for 2..4 until then
+	r := e.start(opts)
+	e.send(crafted("m1", "u-m", 1), crafted("huge", "u-m", 9223372036854775807), crafted("m5", "u-m", 5))
+	e.waitDrained(30 * time.Second)
+	reasons := e.dlqReasons()
+	if len(reasons) != 1 || reasons[0] != "invalid_sequence" {
+		t.Errorf("DLQ reasons %q, want [invalid_sequence]", reasons)
+	}
+	for _, g := range e.gapRecords() {
+		if g.Expected < 1 || g.ResumedAt <= g.Expected {
+			t.Errorf("gap record %+v", g)
+		}
+	}
+	if st := e.decoded("u-m"); st.LastSequence > 1<<53-1 {
+		t.Errorf("lastSequence %d beyond the maximum", st.LastSequence)
+	}
+	if !r.w.Ready() {
+		t.Error("worker not ready")
+	}
+}
+
+// TestHostileSoak mixes every hostile category into the standard workload
+// (a seeded short run; `make soak` runs it for 10 minutes at a steady rate,
+// with SW_SOAK_FOR and SW_SOAK_RATE). The worker never stops, every
+// partition's committed offset reaches the log end, every user (the normal
+// ones and the hostile ones) ends exactly as the reference says, and every
+// rejected record is on the DLQ exactly once.
+func TestHostileSoak(t *testing.T) {
+	cfg := workload(3000, 21)
+	cfg.Hostile = 0.03
+	soakFor, _ := time.ParseDuration(os.Getenv("SW_SOAK_FOR"))
+	rate, _ := strconv.ParseFloat(os.Getenv("SW_SOAK_RATE"), 64)
+	if soakFor > 0 {
+		rate = cmp.Or(rate, 2000)
+		cfg.Events = int(rate * soakFor.Seconds())
+		cfg.Hostile = 0.002 // a few thousand, a tenth of them 300 KB
+		cfg.Users = 10_000
+	}
+	e := newEnv(t, 4)
+	r := e.start(e.options(nil))
+	var oracle *loadgen.Oracle
+	start := time.Now()
+	if rate > 0 {
+		oracle = e.produceInBackground(cfg, rate)()
+	} else {
+		oracle = e.produce(cfg)
+	}
+	e.waitDrained(max(2*time.Minute, soakFor/2))
+	select {
+	case err := <-r.done:
+		t.Fatalf("the worker stopped: %v", err)
+	default:
+	}
+	t.Logf("%d records (%d rejected) in %v", cfg.Events, oracle.Malformed(), time.Since(start).Round(time.Second))
+	e.verify(oracle, processors.DefaultConfig())
+	if n := len(e.readAll(e.names.DLQ)); n != oracle.Malformed() {
+		t.Errorf("%d DLQ records, want each of the %d rejected records once", n, oracle.Malformed())
+	}
+}
