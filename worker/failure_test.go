@@ -65,7 +65,7 @@ func TestOutputTooLargeIsolated(t *testing.T) {
 func TestDLQCopyTruncated(t *testing.T) {
 	e := newMemEnv(t, 1)
 	opts := e.options(nil)
-	opts.MaxInputBytes = 4096
+	opts.Limits.MaxBytes = 4096
 	opts.MaxMessageBytes = 8192
 	e.start(opts)
 	big := &kgo.Record{Key: []byte("u-t"), Value: []byte(strings.Repeat("y", 20_000)),

@@ -43,7 +43,9 @@ func FuzzRecord(f *testing.F) {
 			rec.Headers = []kgo.RecordHeader{{Key: "traceparent", Value: traceparent}}
 		}
 		before := metric(r.reg, "streamworker_events_consumed_total")
-		if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
 			t.Skipf("the broker refused the record: %v", err)
 		}
 		testenv.Eventually(t, 20*time.Second, func() bool { return metric(r.reg, "streamworker_events_consumed_total") > before },

@@ -75,8 +75,9 @@ type Options struct {
 
 	// Sequencing bounds the reorder buffers and sets the gap timeout.
 	Sequencing sequencing.Config
-	// MaxInputBytes rejects larger input values to the DLQ.
-	MaxInputBytes int
+	// Limits bound what one input record may hold (input.max_bytes, the
+	// ID and label lengths); a record past one goes to the DLQ.
+	Limits topics.Limits
 	// MaxMessageBytes is the largest record the producer sends (the
 	// broker's or topic's max.message.bytes must allow it). An output
 	// that would be larger sends its input to the DLQ (output_too_large);
@@ -116,6 +117,9 @@ func (o *Options) validate() error {
 		}
 	}
 	check(len(o.Kafka) > 0, "no Kafka options (seed brokers)")
+	if err := o.Limits.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("worker: %w", err))
+	}
 	check(o.Group != "", "empty consumer group")
 	check(o.Store != nil || o.Redis != nil, "neither a Store nor a Redis client")
 	check(o.Topics.Input != "" && o.Topics.Aggregates != "" && o.Topics.Milestones != "" &&
@@ -139,7 +143,7 @@ func (o *Options) validate() error {
 		v    int
 	}{
 		{"MaxPollRecords", o.MaxPollRecords}, {"FetchMaxPartitionBytes", o.FetchMaxPartitionBytes},
-		{"FetchMinBytes", o.FetchMinBytes}, {"MaxInputBytes", o.MaxInputBytes}, {"MaxMessageBytes", o.MaxMessageBytes},
+		{"FetchMinBytes", o.FetchMinBytes}, {"MaxMessageBytes", o.MaxMessageBytes},
 		{"Sequencing.MaxPerAggregate", o.Sequencing.MaxPerAggregate},
 		{"Sequencing.MaxPerPartition", o.Sequencing.MaxPerPartition},
 		{"Sequencing.MaxBytes", int(min(o.Sequencing.MaxBytes, 1<<31))},

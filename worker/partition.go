@@ -66,7 +66,7 @@ type partition struct {
 	committed int64 // last committed offset; guarded by Worker.commitMu
 
 	// goroutine-owned
-	dec           topics.Decoder
+	dec           *topics.Decoder
 	proc          *processors.Processor
 	buf           *sequencing.Buffer[*item] // the one owner of held events
 	recent        *dedupe.Recent
@@ -79,6 +79,15 @@ type partition struct {
 	poison        map[int64]*poisonError // records an earlier attempt of the batch failed on
 	headers       []topics.Header
 	b             batch
+}
+
+// mustDecoder returns a decoder of limits that New validated.
+func mustDecoder(limits topics.Limits) *topics.Decoder {
+	d, err := topics.NewDecoder(limits)
+	if err != nil {
+		panic(err)
+	}
+	return d
 }
 
 func newPartition(w *Worker, id int32) *partition {
@@ -95,7 +104,7 @@ func newPartition(w *Worker, id int32) *partition {
 		doneOffset: -1,
 		committed:  -1,
 		next:       -1,
-		dec:        topics.Decoder{MaxBytes: w.opts.MaxInputBytes},
+		dec:        mustDecoder(w.opts.Limits),
 		proc:       w.proc,
 		buf:        sequencing.NewBuffer[*item](w.opts.Sequencing),
 		recent:     dedupe.NewRecent(w.opts.RecentSize),

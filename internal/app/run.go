@@ -74,7 +74,7 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 			MaxBytes:        int64(c.Sequencing.MaxBufferedBytes),
 			GapTimeout:      c.Sequencing.GapTimeout,
 		},
-		MaxInputBytes:      int(c.Input.MaxBytes),
+		Limits:             limits(c),
 		MaxMessageBytes:    1 << 20,
 		UnknownTypes:       c.Input.UnknownTypes,
 		CoalesceAggregates: c.Outputs.CoalesceAggregates,
@@ -169,4 +169,11 @@ func Handler(reg prometheus.Gatherer, ready func() bool) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// limits are the worker's input bounds of c.
+func limits(c config.Config) topics.Limits {
+	l := topics.DefaultLimits()
+	l.MaxBytes = int(c.Input.MaxBytes)
+	return l
 }
