@@ -39,10 +39,13 @@ func bigID(u string, n int) *kgo.Record {
 // 360 KB id is copied three times into its aggregated output, over the 1 MiB record
 // limit) goes to the DLQ as output_too_large; it does not wedge its
 // partition, and the events around it, of its own user and of another, are
-// applied.
+// applied. (The default input.max_id_bytes rejects such an id earlier; the
+// record size check is what holds whatever the bounds are set to.)
 func TestOutputTooLargeIsolated(t *testing.T) {
 	e := newMemEnv(t, 1)
-	r := e.start(e.options(nil))
+	opts := e.options(nil)
+	opts.Limits.MaxIDBytes = 1 << 20
+	r := e.start(opts)
 	e.send(activity("a1", "u-a", 1, 1), activity("b1", "u-b", 1, 3), bigID("u-b", 360_000), activity("a2", "u-a", 2, 2))
 	e.waitDrained(20 * time.Second)
 	if got := e.decoded("u-a"); got.TotalActivity != 2 {
