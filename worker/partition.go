@@ -207,7 +207,7 @@ func (p *partition) stopAndWait() {
 // abandoned batch is simply not marked done.
 func (p *partition) process(recs []*kgo.Record) {
 	start := time.Now()
-	conflicts := 0
+	conflicts, stackLogged := 0, false
 	for attempt := 0; ; {
 		err := p.processOnce(recs)
 		if err == nil {
@@ -238,7 +238,8 @@ func (p *partition) process(recs []*kgo.Record) {
 			}
 		default:
 			var ie *internalError
-			if errors.As(err, &ie) {
+			if errors.As(err, &ie) && !stackLogged { // once per batch; fault logs each retry
+				stackLogged = true
 				p.w.log.Error("panic in the pipeline", "partition", p.id, "stage", ie.stage, "panic", fmt.Sprint(ie.value), "stack", string(ie.stack))
 			}
 			p.fault(true, "batch", err)
