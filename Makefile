@@ -9,9 +9,15 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Run each decoder fuzzer for a while (the seed corpora also run in `make test`).
+# Run the fuzzers for a while (their seed corpora also run in `make test`):
+# the decoder, the Redis key layout, and the whole per-record path of a
+# running worker (FUZZTIME each; the last reported figures are in
+# RELIABILITY.md).
+FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./topics/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./topics/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeys$$' -fuzztime $(FUZZTIME) ./dedupe/
+	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) -parallel 1 ./worker/
 
 # Go micro-benchmarks of the hot path.
 bench-go:
