@@ -17,6 +17,12 @@ package config
 import (
 	"log/slog"
 	"time"
+
+	"github.com/streamworker/streamworker/dedupe"
+	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/sequencing"
+	"github.com/streamworker/streamworker/state"
+	"github.com/streamworker/streamworker/topics"
 )
 
 // Config is the whole streamworker configuration. A Config is a plain value:
@@ -197,7 +203,17 @@ type Retry struct {
 }
 
 // Default returns the configuration used for every key that is not set.
+// Where a package owns a default (topic names, reorder-buffer bounds,
+// processor parameters, key prefix, mark TTL, input size) it is taken from
+// that package, so that it is defined once.
 func Default() Config {
+	names := topics.DefaultNames()
+	seq := sequencing.DefaultConfig()
+	proc := processors.DefaultConfig()
+	thresholds := make([]int, 0, len(proc.Milestones.Thresholds))
+	for _, t := range proc.Milestones.Thresholds {
+		thresholds = append(thresholds, int(t))
+	}
 	return Config{
 		Kafka: Kafka{
 			Brokers:                []string{"localhost:9092"},
@@ -213,36 +229,39 @@ func Default() Config {
 			RebalanceTimeout:       60 * time.Second,
 		},
 		Topics: Topics{
-			Input:             "user.activity",
-			Aggregates:        "user.activity.aggregated",
-			Milestones:        "user.milestone.reached",
-			Anomalies:         "anomaly.detected",
-			DLQ:               "user.activity.dlq",
-			Gaps:              "user.activity.gaps",
+			Input:             names.Input,
+			Aggregates:        names.Aggregates,
+			Milestones:        names.Milestones,
+			Anomalies:         names.Anomalies,
+			DLQ:               names.DLQ,
+			Gaps:              names.Gaps,
 			Partitions:        12,
 			ReplicationFactor: -1,
 		},
 		Redis: Redis{
 			Addrs:       []string{"localhost:6379"},
-			KeyPrefix:   "sw",
+			KeyPrefix:   dedupe.DefaultPrefix,
 			DialTimeout: 5 * time.Second,
 			Timeout:     3 * time.Second,
 		},
-		Dedupe:     Dedupe{TTL: 24 * time.Hour, RecentSize: 10_000},
-		State:      State{CacheSize: 50_000},
-		Sequencing: Sequencing{GapTimeout: 30 * time.Second, MaxBuffered: 1000, MaxBufferedPartition: 10_000, MaxBufferedBytes: 64 * MiB},
-		Input:      Input{MaxBytes: 1 * MiB, UnknownTypes: "skip"},
-		Aggregation: Aggregation{
-			MaxResources: 1000,
+		Dedupe: Dedupe{TTL: state.DefaultMarkTTL, RecentSize: 10_000},
+		State:  State{CacheSize: 50_000},
+		Sequencing: Sequencing{
+			GapTimeout:           seq.GapTimeout,
+			MaxBuffered:          seq.MaxPerAggregate,
+			MaxBufferedPartition: seq.MaxPerPartition,
+			MaxBufferedBytes:     ByteSize(seq.MaxBytes),
 		},
+		Input:       Input{MaxBytes: topics.DefaultMaxBytes, UnknownTypes: "skip"},
+		Aggregation: Aggregation{MaxResources: proc.MaxResources},
 		Anomaly: Anomaly{
-			Window:             5 * time.Minute,
-			Multiplier:         5,
-			MinEvents:          10,
-			DefaultAverageRate: 1,
-			MinAverageRate:     0.1,
+			Window:             proc.Anomaly.Window,
+			Multiplier:         proc.Anomaly.Multiplier,
+			MinEvents:          proc.Anomaly.MinEvents,
+			DefaultAverageRate: proc.Anomaly.DefaultAverageRate,
+			MinAverageRate:     proc.Anomaly.MinAverageRate,
 		},
-		Milestones: Milestones{Every: 100, Thresholds: []int{}},
+		Milestones: Milestones{Every: int(proc.Milestones.Every), Thresholds: thresholds},
 		Outputs:    Outputs{CoalesceAggregates: true},
 		HTTP:       HTTP{Addr: ":9464"},
 		Log:        Log{Level: "info", Format: "json"},

@@ -175,7 +175,7 @@ var badFixtures = map[string][]string{
 	"redis.bad.yaml": {
 		"redis.addr = redis-2: must be host:port",
 		"redis.db = 3: must be 0 with several redis.addr (Redis Cluster)",
-		"redis.key_prefix = {sw}: must be set and must not contain { or }",
+		"redis.key_prefix = {sw}: key prefix must not contain '{' or '}'",
 		"redis.dial_timeout = 0s: must be positive",
 		"redis.pool_size = -1: must be at least 0",
 	},

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/streamworker/streamworker/dedupe"
 )
 
 // FieldError is one problem with one configuration key.
@@ -187,8 +189,10 @@ func (c *Config) validate() problems {
 	p.atLeast("redis.db", r.DB, 0)
 	p.check(r.DB == 0 || len(r.Addrs) < 2 || r.MasterName != "", "redis.db", r.DB,
 		"must be 0 with several redis.addr (Redis Cluster)")
-	p.check(r.KeyPrefix != "" && !strings.ContainsAny(r.KeyPrefix, "{}"), "redis.key_prefix", r.KeyPrefix,
-		"must be set and must not contain { or }")
+	p.check(r.KeyPrefix != "", "redis.key_prefix", r.KeyPrefix, "must not be empty")
+	if err := (dedupe.Keys{Prefix: r.KeyPrefix}).Validate(); err != nil {
+		p.check(false, "redis.key_prefix", r.KeyPrefix, strings.TrimPrefix(err.Error(), "dedupe: "))
+	}
 	p.tls("redis.tls.", r.TLS)
 	p.positive("redis.dial_timeout", r.DialTimeout)
 	p.positive("redis.timeout", r.Timeout)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -142,12 +141,4 @@ func versionCmd() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout(), "streamworker", buildinfo.String())
 		},
 	}
-}
-
-// stderrOr returns w, or os.Stderr when w is nil.
-func stderrOr(w io.Writer) io.Writer {
-	if w == nil {
-		return os.Stderr
-	}
-	return w
 }
