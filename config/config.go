@@ -8,7 +8,12 @@
 // defaults. Lists are comma-separated in the environment and in flags,
 // durations take a unit (30s, 5m, 24h), and byte sizes are an integer byte
 // count or a number with a binary unit (64MiB). An empty environment variable
-// counts as unset. Keys lists every key with its default and documentation.
+// is an empty value: refused where a value is required (SW_KAFKA_BROKERS=
+// does not mean the default) and for numbers, durations, sizes and booleans.
+// An SW_ variable that names no key is refused, with the closest key's
+// variable as a suggestion (SW_TEST_* and the variables Kubernetes sets for a
+// Service named sw... are not keys and are ignored). Keys lists every key
+// with its default and documentation.
 //
 // The doc tags below are the reference documentation of each key: Keys, the
 // flag usage strings and the README are built from them.
@@ -48,10 +53,10 @@ type Config struct {
 // Kafka configures the Kafka client and the consumer group.
 type Kafka struct {
 	Brokers        []string      `yaml:"brokers" doc:"Kafka bootstrap brokers, each host:port."`
-	Group          string        `yaml:"group" doc:"Consumer group ID."`
-	ClientID       string        `yaml:"client_id" doc:"Client ID sent to the brokers."`
+	Group          string        `yaml:"group" doc:"Consumer group ID; not empty."`
+	ClientID       string        `yaml:"client_id" doc:"Client ID sent to the brokers; not empty."`
 	StartOffset    string        `yaml:"start_offset" doc:"Where a new consumer group starts: earliest or latest."`
-	CommitInterval time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed."`
+	CommitInterval time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed (10ms to 1h)."`
 	MaxPollRecords int           `yaml:"max_poll_records" doc:"Most records taken in one poll."`
 	// FetchMaxPartitionBytes trades memory for throughput: each partition
 	// holds about two fetches' worth of records, decompressed.
@@ -62,8 +67,8 @@ type Kafka struct {
 	// shortens the latency tail more than the wait adds.
 	FetchMinBytes    ByteSize      `yaml:"fetch_min_bytes" doc:"Bytes a fetch waits for (up to fetch_max_wait) before the broker answers (1B to 64MiB)."`
 	FetchMaxWait     time.Duration `yaml:"fetch_max_wait" doc:"Longest time the broker holds a fetch waiting for fetch_min_bytes (10ms to 30s)."`
-	SessionTimeout   time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout."`
-	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance."`
+	SessionTimeout   time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout (6s to 30m, the broker's default group.min/max.session.timeout.ms)."`
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance (1s to 24h)."`
 	SASL             SASL          `yaml:"sasl"`
 	TLS              TLS           `yaml:"tls"`
 }
@@ -108,14 +113,14 @@ type Redis struct {
 	KeyPrefix    string        `yaml:"key_prefix" doc:"Prefix of every Redis key, e.g. sw gives sw:{u-42}:state."`
 	MasterName   string        `yaml:"master_name" doc:"Sentinel master name; set it to use Redis Sentinel at addr."`
 	TLS          TLS           `yaml:"tls"`
-	DialTimeout  time.Duration `yaml:"dial_timeout" doc:"Timeout to connect to Redis."`
-	Timeout      time.Duration `yaml:"timeout" doc:"Timeout of one Redis read or write."`
+	DialTimeout  time.Duration `yaml:"dial_timeout" doc:"Timeout to connect to Redis (10ms to 5m)."`
+	Timeout      time.Duration `yaml:"timeout" doc:"Timeout of one Redis read or write (10ms to 5m)."`
 	PoolSize     int           `yaml:"pool_size" doc:"Connections per Redis node; 0 means the client default."`
 }
 
 // Dedupe configures duplicate detection.
 type Dedupe struct {
-	TTL        time.Duration `yaml:"ttl" doc:"How long an applied event ID is remembered in Redis."`
+	TTL        time.Duration `yaml:"ttl" doc:"How long an applied event ID is remembered in Redis (1s to 8760h, and at least kafka.commit_interval + kafka.session_timeout)."`
 	RecentSize int           `yaml:"recent_size" doc:"Recently applied event IDs kept in memory per partition in front of Redis; 0 disables it."`
 }
 
@@ -129,10 +134,10 @@ type State struct {
 
 // Sequencing configures the per-aggregate reorder buffer.
 type Sequencing struct {
-	GapTimeout           time.Duration `yaml:"gap_timeout" doc:"How long a sequence gap may stay open before it is given up."`
-	MaxBuffered          int           `yaml:"max_buffered" doc:"Most out-of-order events buffered per aggregate."`
+	GapTimeout           time.Duration `yaml:"gap_timeout" doc:"How long a sequence gap may stay open before it is given up (1ms to 24h)."`
+	MaxBuffered          int           `yaml:"max_buffered" doc:"Most out-of-order events buffered per aggregate; at most max_buffered_partition."`
 	MaxBufferedPartition int           `yaml:"max_buffered_partition" doc:"Most out-of-order events buffered per partition."`
-	MaxBufferedBytes     ByteSize      `yaml:"max_buffered_bytes" doc:"Most bytes of out-of-order events buffered per partition (e.g. 64MiB)."`
+	MaxBufferedBytes     ByteSize      `yaml:"max_buffered_bytes" doc:"Most bytes of out-of-order events buffered per partition (e.g. 64MiB); at least input.max_bytes."`
 }
 
 // Input configures input decoding.
@@ -149,7 +154,7 @@ type Aggregation struct {
 // Anomaly configures the high-activity anomaly detector. Rates are in events
 // per minute.
 type Anomaly struct {
-	Window             time.Duration `yaml:"window" doc:"Sliding window of the current rate and the cooldown between anomalies; whole seconds."`
+	Window             time.Duration `yaml:"window" doc:"Sliding window of the current rate and the cooldown between anomalies; whole seconds, 1s to 24h."`
 	Multiplier         float64       `yaml:"multiplier" doc:"An anomaly fires when the current rate exceeds multiplier times the average rate."`
 	MinEvents          int           `yaml:"min_events" doc:"Fewest events in the window for an anomaly to fire."`
 	DefaultAverageRate float64       `yaml:"default_average_rate" doc:"Average rate (events per minute) assumed while a user's history is shorter than the window."`
@@ -193,13 +198,13 @@ func (l Log) SlogLevel() slog.Level {
 
 // Shutdown configures graceful shutdown.
 type Shutdown struct {
-	Timeout time.Duration `yaml:"timeout" doc:"Longest time to drain, flush, persist and commit after SIGTERM."`
+	Timeout time.Duration `yaml:"timeout" doc:"Longest time to drain, flush, persist and commit after SIGTERM (1s to 1h)."`
 }
 
 // Retry configures the capped exponential backoff used when Kafka or Redis fails.
 type Retry struct {
-	InitialBackoff time.Duration `yaml:"initial_backoff" doc:"First retry delay."`
-	MaxBackoff     time.Duration `yaml:"max_backoff" doc:"Largest retry delay."`
+	InitialBackoff time.Duration `yaml:"initial_backoff" doc:"First retry delay (1ms to 1m)."`
+	MaxBackoff     time.Duration `yaml:"max_backoff" doc:"Largest retry delay (1ms to 10m)."`
 }
 
 // Default returns the configuration used for every key that is not set.

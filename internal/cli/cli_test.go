@@ -52,6 +52,16 @@ func TestBadConfigExitsBeforeConnecting(t *testing.T) {
 			[]string{"kafka.brokers", "must not be empty"}},
 		{"unknown start offset", map[string]string{"SW_KAFKA_START_OFFSET": "middle"}, nil,
 			[]string{"kafka.start_offset", "middle"}},
+		{"empty brokers variable", map[string]string{"SW_KAFKA_BROKERS": ""}, nil,
+			[]string{"kafka.brokers", "must not be empty"}},
+		{"session timeout the broker refuses", map[string]string{"SW_KAFKA_SESSION_TIMEOUT": "9999h"}, nil,
+			[]string{"kafka.session_timeout = 9999h", "must be between 6s and 30m"}},
+		{"dedupe ttl of 1ns", map[string]string{"SW_DEDUPE_TTL": "1ns"}, nil,
+			[]string{"dedupe.ttl = 1ns", "must be between 1s"}},
+		{"buffer smaller than an input", map[string]string{"SW_SEQUENCING_MAX_BUFFERED_BYTES": "512KiB"}, nil,
+			[]string{"sequencing.max_buffered_bytes = 512KiB", "must be at least input.max_bytes (1MiB)"}},
+		{"misspelled variable", map[string]string{"SW_KAFKA_BROKER": "x:9092"}, nil,
+			[]string{"SW_KAFKA_BROKER", "did you mean SW_KAFKA_BROKERS?"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
