@@ -69,8 +69,13 @@ type Kafka struct {
 	FetchMaxWait     time.Duration `yaml:"fetch_max_wait" doc:"Longest time the broker holds a fetch waiting for fetch_min_bytes (10ms to 30s)."`
 	SessionTimeout   time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout (6s to 30m, the broker's default group.min/max.session.timeout.ms)."`
 	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance (1s to 24h)."`
-	SASL             SASL          `yaml:"sasl"`
-	TLS              TLS           `yaml:"tls"`
+	// MaxMessageBytes must not exceed the topics' max.message.bytes (the
+	// broker's message.max.bytes, 1048588 by default), or the broker
+	// refuses what the worker produces.
+	MaxMessageBytes ByteSize      `yaml:"max_message_bytes" doc:"Largest record the worker produces, every output and DLQ copy included (1KiB to 100MiB; at least input.max_bytes); at most the topics' max.message.bytes."`
+	LagInterval     time.Duration `yaml:"lag_interval" doc:"How often consumer lag is read from the cluster (1s to 10m)."`
+	SASL            SASL          `yaml:"sasl"`
+	TLS             TLS           `yaml:"tls"`
 }
 
 // SASL configures Kafka authentication.
@@ -116,6 +121,11 @@ type Redis struct {
 	DialTimeout  time.Duration `yaml:"dial_timeout" doc:"Timeout to connect to Redis (10ms to 5m)."`
 	Timeout      time.Duration `yaml:"timeout" doc:"Timeout of one Redis read or write (10ms to 5m)."`
 	PoolSize     int           `yaml:"pool_size" doc:"Connections per Redis node; 0 means the client default."`
+	// MinReplicasAcked and ReplicaAckTimeout make a state commit wait
+	// (Redis WAIT) until that many replicas have it, so that a failover
+	// does not lose an acknowledged commit.
+	MinReplicasAcked  int           `yaml:"min_replicas_acked" doc:"Replicas that must acknowledge each state commit (Redis WAIT) before its offsets are committed; 0 does not wait (0 to 16)."`
+	ReplicaAckTimeout time.Duration `yaml:"replica_ack_timeout" doc:"Longest wait for min_replicas_acked replicas (1ms to 1m; below redis.timeout)."`
 }
 
 // Dedupe configures duplicate detection.
@@ -142,13 +152,17 @@ type Sequencing struct {
 
 // Input configures input decoding.
 type Input struct {
-	MaxBytes     ByteSize `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
-	UnknownTypes string   `yaml:"unknown_types" doc:"What to do with events of an unknown type: skip or dlq."`
+	MaxBytes            ByteSize `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
+	UnknownTypes        string   `yaml:"unknown_types" doc:"What to do with events of an unknown type: skip or dlq."`
+	MaxIDBytes          ByteSize `yaml:"max_id_bytes" doc:"Longest accepted event id; longer ones go to the DLQ (1B to 64KiB)."`
+	MaxAggregateIDBytes ByteSize `yaml:"max_aggregate_id_bytes" doc:"Longest accepted aggregateId (user); longer ones go to the DLQ (1B to 64KiB)."`
+	MaxLabelBytes       ByteSize `yaml:"max_label_bytes" doc:"Longest accepted action, resource and event type; longer ones go to the DLQ (1B to 64KiB)."`
 }
 
 // Aggregation configures the user-activity aggregation processor.
 type Aggregation struct {
 	MaxResources int `yaml:"max_resources" doc:"Distinct resources counted per user; later new ones count under _other."`
+	MaxActions   int `yaml:"max_actions" doc:"Distinct actions counted per user; later new ones count under _other."`
 }
 
 // Anomaly configures the high-activity anomaly detector. Rates are in events
@@ -232,6 +246,8 @@ func Default() Config {
 			FetchMaxWait:           10 * time.Millisecond,
 			SessionTimeout:         45 * time.Second,
 			RebalanceTimeout:       60 * time.Second,
+			MaxMessageBytes:        MiB,
+			LagInterval:            5 * time.Second,
 		},
 		Topics: Topics{
 			Input:             names.Input,
@@ -248,6 +264,8 @@ func Default() Config {
 			KeyPrefix:   dedupe.DefaultPrefix,
 			DialTimeout: 5 * time.Second,
 			Timeout:     3 * time.Second,
+
+			ReplicaAckTimeout: time.Second,
 		},
 		Dedupe: Dedupe{TTL: state.DefaultMarkTTL, RecentSize: 10_000},
 		State:  State{CacheSize: 50_000},
@@ -257,8 +275,9 @@ func Default() Config {
 			MaxBufferedPartition: seq.MaxPerPartition,
 			MaxBufferedBytes:     ByteSize(seq.MaxBytes),
 		},
-		Input:       Input{MaxBytes: topics.DefaultMaxBytes, UnknownTypes: "skip"},
-		Aggregation: Aggregation{MaxResources: proc.MaxResources},
+		Input: Input{MaxBytes: topics.DefaultMaxBytes, UnknownTypes: "skip",
+			MaxIDBytes: 256, MaxAggregateIDBytes: 256, MaxLabelBytes: 256},
+		Aggregation: Aggregation{MaxResources: proc.MaxResources, MaxActions: 100},
 		Anomaly: Anomaly{
 			Window:             proc.Anomaly.Window,
 			Multiplier:         proc.Anomaly.Multiplier,

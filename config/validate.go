@@ -178,6 +178,17 @@ func (p *problems) tls(prefix string, t TLS) {
 // topicName matches a legal Kafka topic name.
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
+// largestAggregate estimates the largest aggregated output: every counted
+// action and resource (and _other) at the longest label with a 20-digit
+// count, the ids it carries (id, correlationId, causationId, aggregateId and
+// userId) at their longest, and 1KiB for the rest of the envelope. Labels
+// that need JSON escaping can make it larger.
+func (c *Config) largestAggregate() ByteSize {
+	const perCount = len(`"":99999999999999999999,`)
+	labels := ByteSize(c.Aggregation.MaxResources + c.Aggregation.MaxActions + 2)
+	return labels*(c.Input.MaxLabelBytes+ByteSize(perCount)) + 3*c.Input.MaxIDBytes + 2*c.Input.MaxAggregateIDBytes + KiB
+}
+
 func (c *Config) validate() problems {
 	var p problems
 
@@ -199,6 +210,15 @@ func (c *Config) validate() problems {
 		"must be between 10ms and 30s")
 	p.within("kafka.session_timeout", k.SessionTimeout, MinSessionTimeout, MaxSessionTimeout)
 	p.within("kafka.rebalance_timeout", k.RebalanceTimeout, MinRebalanceTimeout, MaxRebalanceTimeout)
+	p.check(k.MaxMessageBytes >= KiB && k.MaxMessageBytes <= 100*MiB, "kafka.max_message_bytes", k.MaxMessageBytes,
+		"must be between 1KiB and 100MiB")
+	p.check(k.MaxMessageBytes >= c.Input.MaxBytes || k.MaxMessageBytes < KiB, "kafka.max_message_bytes", k.MaxMessageBytes,
+		"must be at least input.max_bytes ("+c.Input.MaxBytes.String()+"): the DLQ copy of an accepted record must fit")
+	if est := c.largestAggregate(); est > k.MaxMessageBytes && k.MaxMessageBytes >= c.Input.MaxBytes {
+		p.check(false, "kafka.max_message_bytes", k.MaxMessageBytes, "must hold the largest aggregate ("+
+			strconv.FormatInt(int64(est), 10)+" bytes with aggregation.max_resources and max_actions labels of input.max_label_bytes)")
+	}
+	p.within("kafka.lag_interval", k.LagInterval, time.Second, 10*time.Minute)
 	s := k.SASL
 	p.oneOf("kafka.sasl.mechanism", s.Mechanism, "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 	if s.Mechanism != "" {
@@ -250,6 +270,12 @@ func (c *Config) validate() problems {
 	p.within("redis.dial_timeout", r.DialTimeout, MinRedisTimeout, MaxRedisTimeout)
 	p.within("redis.timeout", r.Timeout, MinRedisTimeout, MaxRedisTimeout)
 	p.atLeast("redis.pool_size", r.PoolSize, 0)
+	p.check(r.MinReplicasAcked >= 0 && r.MinReplicasAcked <= 16, "redis.min_replicas_acked", r.MinReplicasAcked,
+		"must be between 0 and 16")
+	p.within("redis.replica_ack_timeout", r.ReplicaAckTimeout, time.Millisecond, time.Minute)
+	// WAIT blocks the connection: the client must not give up first.
+	p.check(r.ReplicaAckTimeout < r.Timeout || r.MinReplicasAcked == 0, "redis.replica_ack_timeout", r.ReplicaAckTimeout,
+		"must be below redis.timeout ("+formatDuration(r.Timeout)+") when redis.min_replicas_acked is set")
 
 	p.within("dedupe.ttl", c.Dedupe.TTL, MinDedupeTTL, MaxDedupeTTL)
 	// After a crash the records since the last commit are read again, once
@@ -275,7 +301,17 @@ func (c *Config) validate() problems {
 	p.check(c.Input.MaxBytes >= KiB && c.Input.MaxBytes <= 100*MiB, "input.max_bytes", c.Input.MaxBytes,
 		"must be between 1KiB and 100MiB")
 	p.oneOf("input.unknown_types", c.Input.UnknownTypes, "skip", "dlq")
+	for _, b := range []struct {
+		key  string
+		size ByteSize
+	}{
+		{"input.max_id_bytes", c.Input.MaxIDBytes}, {"input.max_aggregate_id_bytes", c.Input.MaxAggregateIDBytes},
+		{"input.max_label_bytes", c.Input.MaxLabelBytes},
+	} {
+		p.check(b.size >= 1 && b.size <= 64*KiB, b.key, b.size, "must be between 1B and 64KiB")
+	}
 	p.atLeast("aggregation.max_resources", c.Aggregation.MaxResources, 1)
+	p.atLeast("aggregation.max_actions", c.Aggregation.MaxActions, 1)
 
 	a := c.Anomaly
 	p.within("anomaly.window", a.Window, time.Second, processors.MaxWindow)

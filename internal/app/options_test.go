@@ -5,6 +5,7 @@ package app
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/processors"
@@ -28,5 +29,17 @@ func TestDefaultConfigMapsToPackageDefaults(t *testing.T) {
 	}
 	if o.MaxInputBytes != topics.DefaultMaxBytes {
 		t.Errorf("max input bytes %d, want %d", o.MaxInputBytes, topics.DefaultMaxBytes)
+	}
+}
+
+func TestLagIntervalIsMapped(t *testing.T) {
+	c := config.Default()
+	c.Kafka.LagInterval = 42 * time.Second
+	o, err := WorkerOptions(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.LagInterval != 42*time.Second {
+		t.Errorf("LagInterval %v, want kafka.lag_interval 42s", o.LagInterval)
 	}
 }

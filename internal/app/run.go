@@ -80,7 +80,7 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 		Processors:         ProcessorConfig(c),
 		Retry:              worker.Backoff{Initial: c.Retry.InitialBackoff, Max: c.Retry.MaxBackoff},
 		ShutdownTimeout:    c.Shutdown.Timeout,
-		LagInterval:        5 * time.Second,
+		LagInterval:        c.Kafka.LagInterval,
 	}, nil
 }
 
