@@ -117,6 +117,10 @@ func Run(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
+		logProbe(gctx, c, log)
+		return nil
+	})
+	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}

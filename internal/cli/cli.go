@@ -110,10 +110,17 @@ shutdown.timeout. The configuration is checked before anything connects.`,
 
 func configCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
+	var connect bool
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate the configuration and print the effective values, secrets masked",
-		Args:  cobra.NoArgs,
+		Long: `Validate the configuration and print the effective values, secrets masked.
+With --connect, then send one metadata request to Kafka and one PING to Redis
+with the configured addresses, TLS and credentials, and say what is wrong:
+authentication, TLS, or unreachable. Exit status: 0 valid (and reachable),
+2 invalid, 1 Kafka or Redis failed.`,
+		Example: "  streamworker config check --config prod.yaml\n  streamworker config check --connect",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -123,10 +130,24 @@ func configCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = cmd.OutOrStdout().Write(out)
-			return err
+			w := cmd.OutOrStdout()
+			if _, err := w.Write(out); err != nil || !connect {
+				return err
+			}
+			fmt.Fprintln(w, "# connecting to Kafka and Redis ...")
+			kafkaErr, redisErr := app.Probe(cmd.Context(), c)
+			for _, r := range []struct {
+				name string
+				err  error
+			}{{"kafka", kafkaErr}, {"redis", redisErr}} {
+				if r.err == nil {
+					fmt.Fprintf(w, "# %s: ok\n", r.name)
+				}
+			}
+			return errors.Join(kafkaErr, redisErr)
 		},
 	}
+	check.Flags().BoolVar(&connect, "connect", false, "Also connect to Kafka and Redis and report what fails (authentication, TLS, unreachable).")
 	config.RegisterFlags(check.Flags())
 	cmd.AddCommand(check)
 	return cmd

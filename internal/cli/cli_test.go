@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/streamworker/streamworker/internal/testenv"
 )
@@ -150,4 +151,40 @@ func hasConfig(cs []kadm.Config, key, value string) bool {
 		}
 	}
 	return false
+}
+
+// TestConfigCheckConnect: --connect reports each service, and a wrong SASL
+// password as an authentication failure with exit status 1.
+func TestConfigCheckConnect(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("PLAIN", "admin", "right"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	r := testenv.Redis(t)
+	t.Setenv("SW_KAFKA_BROKERS", strings.Join(cluster.ListenAddrs(), ","))
+	t.Setenv("SW_KAFKA_SASL_MECHANISM", "PLAIN")
+	t.Setenv("SW_KAFKA_SASL_USERNAME", "admin")
+	t.Setenv("SW_REDIS_ADDR", r.Addr())
+	for _, tc := range []struct {
+		password   string
+		code       int
+		wantOut    []string
+		wantStderr string
+	}{
+		{"right", 0, []string{"# kafka: ok", "# redis: ok"}, ""},
+		{"wrong", 1, []string{"# redis: ok"}, "kafka: authentication failed (check kafka.sasl.mechanism, kafka.sasl.username, kafka.sasl.password)"},
+	} {
+		t.Setenv("SW_KAFKA_SASL_PASSWORD", tc.password)
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), []string{"config", "check", "--connect"}, &stdout, &stderr)
+		if code != tc.code || !strings.Contains(stderr.String(), tc.wantStderr) {
+			t.Errorf("password %s: exit %d, stderr %q; want %d and %q", tc.password, code, stderr.String(), tc.code, tc.wantStderr)
+		}
+		for _, w := range tc.wantOut {
+			if !strings.Contains(stdout.String(), w) {
+				t.Errorf("password %s: stdout lacks %q:\n%s", tc.password, w, stdout.String())
+			}
+		}
+	}
 }
