@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/app"
 	"github.com/streamworker/streamworker/internal/ops"
 )
@@ -27,7 +26,7 @@ To rebuild state from scratch instead, replay into a fresh namespace: choose a
 new kafka.group and a new redis.key_prefix (the outputs keep their IDs).`,
 		Example: "  streamworker replay --from-time 2026-11-22T10:00:00Z\n" +
 			"  SW_KAFKA_GROUP=rebuild-1 SW_REDIS_KEY_PREFIX=sw2 streamworker replay --from-offset 0",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -65,7 +64,7 @@ new kafka.group and a new redis.key_prefix (the outputs keep their IDs).`,
 	}
 	cmd.Flags().StringVar(&fromTime, "from-time", "", "Replay from the first record at or after this RFC 3339 time.")
 	cmd.Flags().Int64Var(&fromOffset, "from-offset", 0, "Replay from this offset in every partition.")
-	config.RegisterFlags(cmd.Flags())
+	addConfigFlags(cmd.Flags())
 	return cmd
 }
 
@@ -79,7 +78,7 @@ func dlqCmd() *cobra.Command {
 key, value and headers, once: progress is committed in the group
 "<kafka.group>.dlq-redrive". Fix the cause first (a producer, a config limit),
 or the records land in the DLQ again.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -95,7 +94,7 @@ or the records land in the DLQ again.`,
 		},
 	}
 	redrive.Flags().StringVar(&reason, "reason", "", "Redrive only records with this dlq.reason (e.g. late).")
-	config.RegisterFlags(redrive.Flags())
+	addConfigFlags(redrive.Flags())
 	cmd.AddCommand(redrive)
 	return cmd
 }
