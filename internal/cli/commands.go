@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -99,11 +100,25 @@ mismatch is reported and the command fails.`,
 			}
 			defer cl.Close()
 			specs := topics.Specs(app.Names(c.Topics), int32(c.Topics.Partitions), int16(c.Topics.ReplicationFactor))
-			results, err := admin.Ensure(cmd.Context(), kadm.NewClient(cl), specs)
-			for _, r := range results {
-				fmt.Fprintln(cmd.OutOrStdout(), r)
+			// One topic at a time, to show progress.
+			pr := newProgress(cmd.ErrOrStderr(), "topics ensure", "topics", int64(len(specs)))
+			adm := kadm.NewClient(cl)
+			var errs []error
+			for i, spec := range specs {
+				pr.update(int64(i), spec.Name)
+				results, err := admin.Ensure(cmd.Context(), adm, []topics.Spec{spec})
+				for _, r := range results {
+					fmt.Fprintln(cmd.OutOrStdout(), r)
+				}
+				if err != nil {
+					errs = append(errs, err)
+					if len(results) == 0 { // the cluster could not be reached
+						break
+					}
+				}
 			}
-			return err
+			pr.finish(int64(len(specs)), fmt.Sprintf("%d failed", len(errs)))
+			return errors.Join(errs...)
 		},
 	}
 	addConfigFlags(ensure.Flags())
@@ -137,12 +152,15 @@ the same kafka.* settings as run.`,
 				return err
 			}
 			defer cl.Close()
-			out := cmd.OutOrStdout()
+			pr := newProgress(cmd.ErrOrStderr(), "loadgen", "records", int64(g.Events))
+			note := func(s loadgen.Stats) string {
+				return fmt.Sprintf("valid %d, duplicates %d, malformed %d", s.Valid, s.Duplicates, s.Malformed)
+			}
 			st, err := loadgen.Produce(cmd.Context(), cl, gen, g.Rate, func(s loadgen.Stats) {
-				fmt.Fprintf(out, "sent %d (valid %d, duplicates %d, malformed %d) in %s\n",
-					s.Sent, s.Valid, s.Duplicates, s.Malformed, s.Elapsed.Round(time.Second))
+				pr.update(int64(s.Sent), note(s))
 			})
-			fmt.Fprintf(out, "done: sent %d in %s\n", st.Sent, st.Elapsed.Round(time.Millisecond))
+			pr.finish(int64(st.Sent), note(st))
+			fmt.Fprintf(cmd.OutOrStdout(), "done: sent %d in %s\n", st.Sent, st.Elapsed.Round(time.Millisecond))
 			return err
 		},
 	}

@@ -52,10 +52,18 @@ new kafka.group and a new redis.key_prefix (the outputs keep their IDs).`,
 				return err
 			}
 			defer cl.Close()
-			offsets, err := ops.Replay(cmd.Context(), kadm.NewClient(cl), c.Kafka.Group, c.Topics.Input, from)
+			pr := newProgress(cmd.ErrOrStderr(), "replay", "steps", ops.ReplaySteps)
+			var step string
+			offsets, err := ops.Replay(cmd.Context(), kadm.NewClient(cl), c.Kafka.Group, c.Topics.Input, from,
+				func(n int, what string) {
+					step = what
+					pr.update(int64(n-1), what)
+				})
 			if err != nil {
+				pr.finish(0, "failed while "+step)
 				return err
 			}
+			pr.finish(ops.ReplaySteps, "done")
 			offsets.Each(func(o kadm.Offset) {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s[%d] -> %d\n", o.Topic, o.Partition, o.At)
 			})
@@ -88,7 +96,16 @@ or the records land in the DLQ again.`,
 			if err != nil {
 				return usageError{err}
 			}
-			st, err := ops.Redrive(cmd.Context(), opts, c.Topics.DLQ, c.Topics.Input, c.Kafka.Group+".dlq-redrive", reason)
+			pr := newProgress(cmd.ErrOrStderr(), "dlq redrive", "records", 0)
+			note := func(st ops.RedriveStats) string {
+				return fmt.Sprintf("redriven %d, skipped %d", st.Redriven, st.Skipped)
+			}
+			st, err := ops.Redrive(cmd.Context(), opts, c.Topics.DLQ, c.Topics.Input, c.Kafka.Group+".dlq-redrive", reason,
+				func(st ops.RedriveStats, total int64) {
+					pr.setTotal(total)
+					pr.update(int64(st.Read), note(st))
+				})
+			pr.finish(int64(st.Read), note(st))
 			fmt.Fprintf(cmd.OutOrStdout(), "read %d, redriven %d, skipped %d\n", st.Read, st.Redriven, st.Skipped)
 			return err
 		},
