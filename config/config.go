@@ -8,7 +8,12 @@
 // defaults. Lists are comma-separated in the environment and in flags,
 // durations take a unit (30s, 5m, 24h), and byte sizes are an integer byte
 // count or a number with a binary unit (64MiB). An empty environment variable
-// counts as unset. Keys lists every key with its default and documentation.
+// is an empty value: refused where a value is required (SW_KAFKA_BROKERS=
+// does not mean the default) and for numbers, durations, sizes and booleans.
+// An SW_ variable that names no key is refused, with the closest key's
+// variable as a suggestion (SW_TEST_* and the variables Kubernetes sets for a
+// Service named sw... are not keys and are ignored). Keys lists every key
+// with its default and documentation.
 //
 // The doc tags below are the reference documentation of each key: Keys, the
 // flag usage strings and the README are built from them.
@@ -17,6 +22,12 @@ package config
 import (
 	"log/slog"
 	"time"
+
+	"github.com/streamworker/streamworker/dedupe"
+	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/sequencing"
+	"github.com/streamworker/streamworker/state"
+	"github.com/streamworker/streamworker/topics"
 )
 
 // Config is the whole streamworker configuration. A Config is a plain value:
@@ -42,10 +53,10 @@ type Config struct {
 // Kafka configures the Kafka client and the consumer group.
 type Kafka struct {
 	Brokers        []string      `yaml:"brokers" doc:"Kafka bootstrap brokers, each host:port."`
-	Group          string        `yaml:"group" doc:"Consumer group ID."`
-	ClientID       string        `yaml:"client_id" doc:"Client ID sent to the brokers."`
+	Group          string        `yaml:"group" doc:"Consumer group ID; not empty."`
+	ClientID       string        `yaml:"client_id" doc:"Client ID sent to the brokers; not empty."`
 	StartOffset    string        `yaml:"start_offset" doc:"Where a new consumer group starts: earliest or latest."`
-	CommitInterval time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed."`
+	CommitInterval time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed (10ms to 1h)."`
 	MaxPollRecords int           `yaml:"max_poll_records" doc:"Most records taken in one poll."`
 	// FetchMaxPartitionBytes trades memory for throughput: each partition
 	// holds about two fetches' worth of records, decompressed.
@@ -56,10 +67,15 @@ type Kafka struct {
 	// shortens the latency tail more than the wait adds.
 	FetchMinBytes    ByteSize      `yaml:"fetch_min_bytes" doc:"Bytes a fetch waits for (up to fetch_max_wait) before the broker answers (1B to 64MiB)."`
 	FetchMaxWait     time.Duration `yaml:"fetch_max_wait" doc:"Longest time the broker holds a fetch waiting for fetch_min_bytes (10ms to 30s)."`
-	SessionTimeout   time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout."`
-	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance."`
-	SASL             SASL          `yaml:"sasl"`
-	TLS              TLS           `yaml:"tls"`
+	SessionTimeout   time.Duration `yaml:"session_timeout" doc:"Consumer group session timeout (6s to 30m, the broker's default group.min/max.session.timeout.ms)."`
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout" doc:"Longest time a member may take to rejoin the group during a rebalance (1s to 24h)."`
+	// MaxMessageBytes must not exceed the topics' max.message.bytes (the
+	// broker's message.max.bytes, 1048588 by default), or the broker
+	// refuses what the worker produces.
+	MaxMessageBytes ByteSize      `yaml:"max_message_bytes" doc:"Largest record the worker produces, every output and DLQ copy included (1KiB to 100MiB; at least input.max_bytes); at most the topics' max.message.bytes."`
+	LagInterval     time.Duration `yaml:"lag_interval" doc:"How often consumer lag is read from the cluster (1s to 10m)."`
+	SASL            SASL          `yaml:"sasl"`
+	TLS             TLS           `yaml:"tls"`
 }
 
 // SASL configures Kafka authentication.
@@ -102,14 +118,19 @@ type Redis struct {
 	KeyPrefix    string        `yaml:"key_prefix" doc:"Prefix of every Redis key, e.g. sw gives sw:{u-42}:state."`
 	MasterName   string        `yaml:"master_name" doc:"Sentinel master name; set it to use Redis Sentinel at addr."`
 	TLS          TLS           `yaml:"tls"`
-	DialTimeout  time.Duration `yaml:"dial_timeout" doc:"Timeout to connect to Redis."`
-	Timeout      time.Duration `yaml:"timeout" doc:"Timeout of one Redis read or write."`
+	DialTimeout  time.Duration `yaml:"dial_timeout" doc:"Timeout to connect to Redis (10ms to 5m)."`
+	Timeout      time.Duration `yaml:"timeout" doc:"Timeout of one Redis read or write (10ms to 5m)."`
 	PoolSize     int           `yaml:"pool_size" doc:"Connections per Redis node; 0 means the client default."`
+	// MinReplicasAcked and ReplicaAckTimeout make a state commit wait
+	// (Redis WAIT) until that many replicas have it, so that a failover
+	// does not lose an acknowledged commit.
+	MinReplicasAcked  int           `yaml:"min_replicas_acked" doc:"Replicas that must acknowledge each state commit (Redis WAIT) before its offsets are committed; 0 does not wait (0 to 16)."`
+	ReplicaAckTimeout time.Duration `yaml:"replica_ack_timeout" doc:"Longest wait for min_replicas_acked replicas (1ms to 1m; below redis.timeout)."`
 }
 
 // Dedupe configures duplicate detection.
 type Dedupe struct {
-	TTL        time.Duration `yaml:"ttl" doc:"How long an applied event ID is remembered in Redis."`
+	TTL        time.Duration `yaml:"ttl" doc:"How long an applied event ID is remembered in Redis (1s to 8760h, and at least kafka.commit_interval + kafka.session_timeout)."`
 	RecentSize int           `yaml:"recent_size" doc:"Recently applied event IDs kept in memory per partition in front of Redis; 0 disables it."`
 }
 
@@ -123,27 +144,31 @@ type State struct {
 
 // Sequencing configures the per-aggregate reorder buffer.
 type Sequencing struct {
-	GapTimeout           time.Duration `yaml:"gap_timeout" doc:"How long a sequence gap may stay open before it is given up."`
-	MaxBuffered          int           `yaml:"max_buffered" doc:"Most out-of-order events buffered per aggregate."`
+	GapTimeout           time.Duration `yaml:"gap_timeout" doc:"How long a sequence gap may stay open before it is given up (1ms to 24h)."`
+	MaxBuffered          int           `yaml:"max_buffered" doc:"Most out-of-order events buffered per aggregate; at most max_buffered_partition."`
 	MaxBufferedPartition int           `yaml:"max_buffered_partition" doc:"Most out-of-order events buffered per partition."`
-	MaxBufferedBytes     ByteSize      `yaml:"max_buffered_bytes" doc:"Most bytes of out-of-order events buffered per partition (e.g. 64MiB)."`
+	MaxBufferedBytes     ByteSize      `yaml:"max_buffered_bytes" doc:"Most bytes of out-of-order events buffered per partition (e.g. 64MiB); at least input.max_bytes."`
 }
 
 // Input configures input decoding.
 type Input struct {
-	MaxBytes     ByteSize `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
-	UnknownTypes string   `yaml:"unknown_types" doc:"What to do with events of an unknown type: skip or dlq."`
+	MaxBytes            ByteSize `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
+	UnknownTypes        string   `yaml:"unknown_types" doc:"What to do with events of an unknown type: skip or dlq."`
+	MaxIDBytes          ByteSize `yaml:"max_id_bytes" doc:"Longest accepted event id; longer ones go to the DLQ (1B to 64KiB)."`
+	MaxAggregateIDBytes ByteSize `yaml:"max_aggregate_id_bytes" doc:"Longest accepted aggregateId (user); longer ones go to the DLQ (1B to 64KiB)."`
+	MaxLabelBytes       ByteSize `yaml:"max_label_bytes" doc:"Longest accepted action, resource and event type; longer ones go to the DLQ (1B to 64KiB)."`
 }
 
 // Aggregation configures the user-activity aggregation processor.
 type Aggregation struct {
 	MaxResources int `yaml:"max_resources" doc:"Distinct resources counted per user; later new ones count under _other."`
+	MaxActions   int `yaml:"max_actions" doc:"Distinct actions counted per user; later new ones count under _other."`
 }
 
 // Anomaly configures the high-activity anomaly detector. Rates are in events
 // per minute.
 type Anomaly struct {
-	Window             time.Duration `yaml:"window" doc:"Sliding window of the current rate and the cooldown between anomalies; whole seconds."`
+	Window             time.Duration `yaml:"window" doc:"Sliding window of the current rate and the cooldown between anomalies; whole seconds, 1s to 24h."`
 	Multiplier         float64       `yaml:"multiplier" doc:"An anomaly fires when the current rate exceeds multiplier times the average rate."`
 	MinEvents          int           `yaml:"min_events" doc:"Fewest events in the window for an anomaly to fire."`
 	DefaultAverageRate float64       `yaml:"default_average_rate" doc:"Average rate (events per minute) assumed while a user's history is shorter than the window."`
@@ -187,17 +212,27 @@ func (l Log) SlogLevel() slog.Level {
 
 // Shutdown configures graceful shutdown.
 type Shutdown struct {
-	Timeout time.Duration `yaml:"timeout" doc:"Longest time to drain, flush, persist and commit after SIGTERM."`
+	Timeout time.Duration `yaml:"timeout" doc:"Longest time to drain, flush, persist and commit after SIGTERM (1s to 1h)."`
 }
 
 // Retry configures the capped exponential backoff used when Kafka or Redis fails.
 type Retry struct {
-	InitialBackoff time.Duration `yaml:"initial_backoff" doc:"Cap of the first retry delay (each delay is random between 0 and its cap, which doubles per attempt)."`
-	MaxBackoff     time.Duration `yaml:"max_backoff" doc:"Largest cap of a retry delay."`
+	InitialBackoff time.Duration `yaml:"initial_backoff" doc:"Cap of the first retry delay; each delay is random between 0 and its cap, which doubles per attempt (1ms to 1m)."`
+	MaxBackoff     time.Duration `yaml:"max_backoff" doc:"Largest cap of a retry delay (1ms to 10m)."`
 }
 
 // Default returns the configuration used for every key that is not set.
+// Where a package owns a default (topic names, reorder-buffer bounds,
+// processor parameters, key prefix, mark TTL, input size) it is taken from
+// that package, so that it is defined once.
 func Default() Config {
+	names := topics.DefaultNames()
+	seq := sequencing.DefaultConfig()
+	proc := processors.DefaultConfig()
+	thresholds := make([]int, 0, len(proc.Milestones.Thresholds))
+	for _, t := range proc.Milestones.Thresholds {
+		thresholds = append(thresholds, int(t))
+	}
 	return Config{
 		Kafka: Kafka{
 			Brokers:                []string{"localhost:9092"},
@@ -211,38 +246,46 @@ func Default() Config {
 			FetchMaxWait:           10 * time.Millisecond,
 			SessionTimeout:         45 * time.Second,
 			RebalanceTimeout:       60 * time.Second,
+			MaxMessageBytes:        MiB,
+			LagInterval:            5 * time.Second,
 		},
 		Topics: Topics{
-			Input:             "user.activity",
-			Aggregates:        "user.activity.aggregated",
-			Milestones:        "user.milestone.reached",
-			Anomalies:         "anomaly.detected",
-			DLQ:               "user.activity.dlq",
-			Gaps:              "user.activity.gaps",
+			Input:             names.Input,
+			Aggregates:        names.Aggregates,
+			Milestones:        names.Milestones,
+			Anomalies:         names.Anomalies,
+			DLQ:               names.DLQ,
+			Gaps:              names.Gaps,
 			Partitions:        12,
 			ReplicationFactor: -1,
 		},
 		Redis: Redis{
 			Addrs:       []string{"localhost:6379"},
-			KeyPrefix:   "sw",
+			KeyPrefix:   dedupe.DefaultPrefix,
 			DialTimeout: 5 * time.Second,
 			Timeout:     3 * time.Second,
+
+			ReplicaAckTimeout: time.Second,
 		},
-		Dedupe:     Dedupe{TTL: 24 * time.Hour, RecentSize: 10_000},
-		State:      State{CacheSize: 50_000},
-		Sequencing: Sequencing{GapTimeout: 30 * time.Second, MaxBuffered: 1000, MaxBufferedPartition: 10_000, MaxBufferedBytes: 64 * MiB},
-		Input:      Input{MaxBytes: 1 * MiB, UnknownTypes: "skip"},
-		Aggregation: Aggregation{
-			MaxResources: 1000,
+		Dedupe: Dedupe{TTL: state.DefaultMarkTTL, RecentSize: 10_000},
+		State:  State{CacheSize: 50_000},
+		Sequencing: Sequencing{
+			GapTimeout:           seq.GapTimeout,
+			MaxBuffered:          seq.MaxPerAggregate,
+			MaxBufferedPartition: seq.MaxPerPartition,
+			MaxBufferedBytes:     ByteSize(seq.MaxBytes),
 		},
+		Input: Input{MaxBytes: topics.DefaultMaxBytes, UnknownTypes: "skip",
+			MaxIDBytes: 256, MaxAggregateIDBytes: 256, MaxLabelBytes: 256},
+		Aggregation: Aggregation{MaxResources: proc.MaxResources, MaxActions: 100},
 		Anomaly: Anomaly{
-			Window:             5 * time.Minute,
-			Multiplier:         5,
-			MinEvents:          10,
-			DefaultAverageRate: 1,
-			MinAverageRate:     0.1,
+			Window:             proc.Anomaly.Window,
+			Multiplier:         proc.Anomaly.Multiplier,
+			MinEvents:          proc.Anomaly.MinEvents,
+			DefaultAverageRate: proc.Anomaly.DefaultAverageRate,
+			MinAverageRate:     proc.Anomaly.MinAverageRate,
 		},
-		Milestones: Milestones{Every: 100, Thresholds: []int{}},
+		Milestones: Milestones{Every: int(proc.Milestones.Every), Thresholds: thresholds},
 		Outputs:    Outputs{CoalesceAggregates: true},
 		HTTP:       HTTP{Addr: ":9464"},
 		Log:        Log{Level: "info", Format: "json"},

@@ -55,7 +55,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 // if unset), the process environment and the flags of fs given on the
 // command line, then validates it. fs may be nil.
 func Load(fs *pflag.FlagSet) (Config, error) {
-	return Loader{LookupEnv: os.LookupEnv}.Load("", fs)
+	return Loader{LookupEnv: os.LookupEnv, Environ: os.Environ}.Load("", fs)
 }
 
 // LoadFile loads the configuration from the file path (none if empty) and
@@ -68,7 +68,10 @@ func LoadFile(path string, env []string) (Config, error) {
 			m[k] = v
 		}
 	}
-	return Loader{LookupEnv: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}.Load(path, nil)
+	return Loader{
+		LookupEnv: func(k string) (string, bool) { v, ok := m[k]; return v, ok },
+		Environ:   func() []string { return env },
+	}.Load(path, nil)
 }
 
 // Loader loads a Config from a file, an environment and flags. A Loader is
@@ -77,6 +80,9 @@ type Loader struct {
 	// LookupEnv returns the value of an environment variable and whether it
 	// is set, like os.LookupEnv. Nil means an empty environment.
 	LookupEnv func(name string) (string, bool)
+	// Environ lists the environment as KEY=value entries, like os.Environ,
+	// to refuse SW_ variables that name no key. Nil skips that check.
+	Environ func() []string
 }
 
 // Load loads the configuration from the file path (if path is empty, the
@@ -109,7 +115,10 @@ func (l Loader) Load(path string, fs *pflag.FlagSet) (Config, error) {
 	// merged over the file instead: viper's own order (flags that were given,
 	// then this merged layer, then nothing) gives flags > env > file, and
 	// cfg starts from Default().
-	if err := v.MergeConfigMap(l.envMap()); err != nil {
+	env, envProblems := l.envMap()
+	problems = append(problems, envProblems...)
+	problems = append(problems, l.unknownEnv()...)
+	if err := v.MergeConfigMap(env); err != nil {
 		return Config{}, fmt.Errorf("config: environment: %w", err)
 	}
 
@@ -148,30 +157,6 @@ func (l Loader) Load(path string, fs *pflag.FlagSet) (Config, error) {
 	return cfg, nil
 }
 
-// envMap returns the keys set in the environment of l as nested maps.
-func (l Loader) envMap() map[string]any {
-	m := map[string]any{}
-	if l.LookupEnv == nil {
-		return m
-	}
-	for _, k := range Keys() {
-		val, ok := l.LookupEnv(k.Env)
-		if !ok || val == "" {
-			continue
-		}
-		path := strings.Split(k.Key, ".")
-		sub := m
-		for _, name := range path[:len(path)-1] {
-			if _, ok := sub[name]; !ok {
-				sub[name] = map[string]any{}
-			}
-			sub = sub[name].(map[string]any)
-		}
-		sub[path[len(path)-1]] = val
-	}
-	return m
-}
-
 // unknownKeys reports the keys of the file that are not configuration keys.
 func unknownKeys(v *viper.Viper) []error {
 	known, sections := map[string]bool{}, map[string]bool{}
@@ -205,10 +190,16 @@ func unknownKeys(v *viper.Viper) []error {
 // suggest returns the key closest to an unknown one, if it is close enough
 // to be a typo.
 func suggest(unknown string) string {
+	return closest(unknown, func(k KeyDoc) string { return k.Key })
+}
+
+// closest returns the name of a key (as name gives it) nearest to unknown,
+// if it is close enough to be a typo.
+func closest(unknown string, name func(KeyDoc) string) string {
 	best, bestDist := "", 3
 	for _, k := range Keys() {
-		if d := editDistance(unknown, k.Key); d < bestDist {
-			best, bestDist = k.Key, d
+		if d := editDistance(unknown, name(k)); d < bestDist {
+			best, bestDist = name(k), d
 		}
 	}
 	return best

@@ -11,6 +11,40 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/streamworker/streamworker/dedupe"
+	"github.com/streamworker/streamworker/processors"
+)
+
+// Limits of the durations, chosen from what the broker and Redis accept.
+const (
+	// MinSessionTimeout and MaxSessionTimeout are the defaults of the
+	// broker's group.min.session.timeout.ms and group.max.session.timeout.ms:
+	// a broker with default settings refuses a member outside them
+	// (INVALID_SESSION_TIMEOUT).
+	MinSessionTimeout = 6 * time.Second
+	MaxSessionTimeout = 30 * time.Minute
+	// MinRebalanceTimeout and MaxRebalanceTimeout bound the time the group
+	// waits for members to rejoin; the wire field holds up to ~24 days, a
+	// day is already far beyond a useful rebalance.
+	MinRebalanceTimeout = time.Second
+	MaxRebalanceTimeout = 24 * time.Hour
+	// MinCommitInterval and MaxCommitInterval bound the time between two
+	// commits: below 10ms a commit per poll costs more than it saves, above
+	// an hour a restart re-reads an hour of input.
+	MinCommitInterval = 10 * time.Millisecond
+	MaxCommitInterval = time.Hour
+	// MinRedisTimeout and MaxRedisTimeout bound redis.timeout and
+	// redis.dial_timeout: below 10ms a busy network times out ordinary
+	// calls, above 5 minutes a dead server blocks a partition that long.
+	MinRedisTimeout = 10 * time.Millisecond
+	MaxRedisTimeout = 5 * time.Minute
+	// MinDedupeTTL and MaxDedupeTTL bound dedupe.ttl: Redis keeps a mark
+	// for whole milliseconds (SET PX) and a mark shorter than a second
+	// turns duplicate detection off in practice; a year is far beyond any
+	// replay horizon and caps the memory the marks take.
+	MinDedupeTTL = time.Second
+	MaxDedupeTTL = 365 * 24 * time.Hour
 )
 
 // FieldError is one problem with one configuration key.
@@ -72,6 +106,26 @@ func (p *problems) positive(key string, d time.Duration) {
 	p.check(d > 0, key, d, "must be positive")
 }
 
+// within checks least <= d <= most; a non-positive d is "must be positive".
+func (p *problems) within(key string, d, least, most time.Duration) {
+	if d <= 0 {
+		p.positive(key, d)
+		return
+	}
+	p.check(d >= least && d <= most, key, d, "must be between "+formatDuration(least)+" and "+formatDuration(most))
+}
+
+// notBlank refuses an empty value and one that is only white space or has
+// white space around it, which no broker or server name means.
+func (p *problems) notBlank(key, value string) {
+	switch {
+	case value == "":
+		p.check(false, key, value, "must not be empty")
+	case strings.TrimSpace(value) != value:
+		p.check(false, key, strconv.Quote(value), "must not start or end with white space")
+	}
+}
+
 func (p *problems) hostPort(key, addr string, needHost bool) {
 	host, port, err := net.SplitHostPort(addr)
 	n, perr := strconv.Atoi(port)
@@ -124,6 +178,17 @@ func (p *problems) tls(prefix string, t TLS) {
 // topicName matches a legal Kafka topic name.
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
+// largestAggregate estimates the largest aggregated output: every counted
+// action and resource (and _other) at the longest label with a 20-digit
+// count, the ids it carries (id, correlationId, causationId, aggregateId and
+// userId) at their longest, and 1KiB for the rest of the envelope. Labels
+// that need JSON escaping can make it larger.
+func (c *Config) largestAggregate() ByteSize {
+	const perCount = len(`"":99999999999999999999,`)
+	labels := ByteSize(c.Aggregation.MaxResources + c.Aggregation.MaxActions + 2)
+	return labels*(c.Input.MaxLabelBytes+ByteSize(perCount)) + 3*c.Input.MaxIDBytes + 2*c.Input.MaxAggregateIDBytes + KiB
+}
+
 func (c *Config) validate() problems {
 	var p problems
 
@@ -132,9 +197,10 @@ func (c *Config) validate() problems {
 	for _, b := range k.Brokers {
 		p.hostPort("kafka.brokers", b, true)
 	}
-	p.check(k.Group != "", "kafka.group", k.Group, "must not be empty")
+	p.notBlank("kafka.group", k.Group)
+	p.notBlank("kafka.client_id", k.ClientID)
 	p.oneOf("kafka.start_offset", k.StartOffset, "earliest", "latest")
-	p.positive("kafka.commit_interval", k.CommitInterval)
+	p.within("kafka.commit_interval", k.CommitInterval, MinCommitInterval, MaxCommitInterval)
 	p.atLeast("kafka.max_poll_records", k.MaxPollRecords, 1)
 	p.check(k.FetchMaxPartitionBytes >= KiB && k.FetchMaxPartitionBytes <= 64*MiB, "kafka.fetch_max_partition_bytes", k.FetchMaxPartitionBytes,
 		"must be between 1KiB and 64MiB")
@@ -142,8 +208,17 @@ func (c *Config) validate() problems {
 		"must be between 1B and 64MiB")
 	p.check(k.FetchMaxWait >= 10*time.Millisecond && k.FetchMaxWait <= 30*time.Second, "kafka.fetch_max_wait", k.FetchMaxWait,
 		"must be between 10ms and 30s")
-	p.positive("kafka.session_timeout", k.SessionTimeout)
-	p.positive("kafka.rebalance_timeout", k.RebalanceTimeout)
+	p.within("kafka.session_timeout", k.SessionTimeout, MinSessionTimeout, MaxSessionTimeout)
+	p.within("kafka.rebalance_timeout", k.RebalanceTimeout, MinRebalanceTimeout, MaxRebalanceTimeout)
+	p.check(k.MaxMessageBytes >= KiB && k.MaxMessageBytes <= 100*MiB, "kafka.max_message_bytes", k.MaxMessageBytes,
+		"must be between 1KiB and 100MiB")
+	p.check(k.MaxMessageBytes >= c.Input.MaxBytes || k.MaxMessageBytes < KiB, "kafka.max_message_bytes", k.MaxMessageBytes,
+		"must be at least input.max_bytes ("+c.Input.MaxBytes.String()+"): the DLQ copy of an accepted record must fit")
+	if est := c.largestAggregate(); est > k.MaxMessageBytes && k.MaxMessageBytes >= c.Input.MaxBytes {
+		p.check(false, "kafka.max_message_bytes", k.MaxMessageBytes, "must hold the largest aggregate ("+
+			strconv.FormatInt(int64(est), 10)+" bytes with aggregation.max_resources and max_actions labels of input.max_label_bytes)")
+	}
+	p.within("kafka.lag_interval", k.LagInterval, time.Second, 10*time.Minute)
 	s := k.SASL
 	p.oneOf("kafka.sasl.mechanism", s.Mechanism, "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 	if s.Mechanism != "" {
@@ -187,30 +262,59 @@ func (c *Config) validate() problems {
 	p.atLeast("redis.db", r.DB, 0)
 	p.check(r.DB == 0 || len(r.Addrs) < 2 || r.MasterName != "", "redis.db", r.DB,
 		"must be 0 with several redis.addr (Redis Cluster)")
-	p.check(r.KeyPrefix != "" && !strings.ContainsAny(r.KeyPrefix, "{}"), "redis.key_prefix", r.KeyPrefix,
-		"must be set and must not contain { or }")
+	p.check(r.KeyPrefix != "", "redis.key_prefix", r.KeyPrefix, "must not be empty")
+	if err := (dedupe.Keys{Prefix: r.KeyPrefix}).Validate(); err != nil {
+		p.check(false, "redis.key_prefix", r.KeyPrefix, strings.TrimPrefix(err.Error(), "dedupe: "))
+	}
 	p.tls("redis.tls.", r.TLS)
-	p.positive("redis.dial_timeout", r.DialTimeout)
-	p.positive("redis.timeout", r.Timeout)
+	p.within("redis.dial_timeout", r.DialTimeout, MinRedisTimeout, MaxRedisTimeout)
+	p.within("redis.timeout", r.Timeout, MinRedisTimeout, MaxRedisTimeout)
 	p.atLeast("redis.pool_size", r.PoolSize, 0)
+	p.check(r.MinReplicasAcked >= 0 && r.MinReplicasAcked <= 16, "redis.min_replicas_acked", r.MinReplicasAcked,
+		"must be between 0 and 16")
+	p.within("redis.replica_ack_timeout", r.ReplicaAckTimeout, time.Millisecond, time.Minute)
+	// WAIT blocks the connection: the client must not give up first.
+	p.check(r.ReplicaAckTimeout < r.Timeout || r.MinReplicasAcked == 0, "redis.replica_ack_timeout", r.ReplicaAckTimeout,
+		"must be below redis.timeout ("+formatDuration(r.Timeout)+") when redis.min_replicas_acked is set")
 
-	p.positive("dedupe.ttl", c.Dedupe.TTL)
+	p.within("dedupe.ttl", c.Dedupe.TTL, MinDedupeTTL, MaxDedupeTTL)
+	// After a crash the records since the last commit are read again, once
+	// the group has noticed (a session timeout): their marks must still be
+	// there.
+	if least := k.CommitInterval + k.SessionTimeout; c.Dedupe.TTL < least && c.Dedupe.TTL >= MinDedupeTTL {
+		p.check(false, "dedupe.ttl", c.Dedupe.TTL, "must be at least kafka.commit_interval + kafka.session_timeout ("+
+			formatDuration(least)+"): the records since the last commit are read again after a crash")
+	}
 	p.atLeast("dedupe.recent_size", c.Dedupe.RecentSize, 0)
 	p.atLeast("state.cache_size", c.State.CacheSize, 0)
 
 	q := c.Sequencing
-	p.positive("sequencing.gap_timeout", q.GapTimeout)
+	p.within("sequencing.gap_timeout", q.GapTimeout, time.Millisecond, 24*time.Hour)
 	p.atLeast("sequencing.max_buffered", q.MaxBuffered, 1)
 	p.atLeast("sequencing.max_buffered_partition", q.MaxBufferedPartition, 1)
 	p.check(q.MaxBufferedBytes >= 1, "sequencing.max_buffered_bytes", q.MaxBufferedBytes, "must be at least 1")
+	p.check(q.MaxBuffered <= q.MaxBufferedPartition || q.MaxBufferedPartition < 1, "sequencing.max_buffered", q.MaxBuffered,
+		"must not exceed sequencing.max_buffered_partition ("+formatValue(q.MaxBufferedPartition)+")")
+	p.check(q.MaxBufferedBytes >= c.Input.MaxBytes || q.MaxBufferedBytes < 1, "sequencing.max_buffered_bytes", q.MaxBufferedBytes,
+		"must be at least input.max_bytes ("+c.Input.MaxBytes.String()+"): an out-of-order event of the largest accepted size must fit")
 
 	p.check(c.Input.MaxBytes >= KiB && c.Input.MaxBytes <= 100*MiB, "input.max_bytes", c.Input.MaxBytes,
 		"must be between 1KiB and 100MiB")
 	p.oneOf("input.unknown_types", c.Input.UnknownTypes, "skip", "dlq")
+	for _, b := range []struct {
+		key  string
+		size ByteSize
+	}{
+		{"input.max_id_bytes", c.Input.MaxIDBytes}, {"input.max_aggregate_id_bytes", c.Input.MaxAggregateIDBytes},
+		{"input.max_label_bytes", c.Input.MaxLabelBytes},
+	} {
+		p.check(b.size >= 1 && b.size <= 64*KiB, b.key, b.size, "must be between 1B and 64KiB")
+	}
 	p.atLeast("aggregation.max_resources", c.Aggregation.MaxResources, 1)
+	p.atLeast("aggregation.max_actions", c.Aggregation.MaxActions, 1)
 
 	a := c.Anomaly
-	p.check(a.Window >= time.Second, "anomaly.window", a.Window, "must be at least 1s")
+	p.within("anomaly.window", a.Window, time.Second, processors.MaxWindow)
 	p.check(a.Window%time.Second == 0, "anomaly.window", a.Window, "must be a whole number of seconds")
 	p.check(a.Multiplier > 0 && !math.IsInf(a.Multiplier, 0), "anomaly.multiplier", a.Multiplier, "must be positive")
 	p.atLeast("anomaly.min_events", a.MinEvents, 1)
@@ -227,11 +331,11 @@ func (c *Config) validate() problems {
 	p.hostPort("http.addr", c.HTTP.Addr, false)
 	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	p.oneOf("log.format", c.Log.Format, "json", "text")
-	p.positive("shutdown.timeout", c.Shutdown.Timeout)
+	p.within("shutdown.timeout", c.Shutdown.Timeout, time.Second, time.Hour)
 
 	b := c.Retry
-	p.positive("retry.initial_backoff", b.InitialBackoff)
-	p.positive("retry.max_backoff", b.MaxBackoff)
+	p.within("retry.initial_backoff", b.InitialBackoff, time.Millisecond, time.Minute)
+	p.within("retry.max_backoff", b.MaxBackoff, time.Millisecond, 10*time.Minute)
 	p.check(b.InitialBackoff <= b.MaxBackoff, "retry.initial_backoff", b.InitialBackoff,
 		"must not exceed retry.max_backoff ("+formatDuration(b.MaxBackoff)+")")
 	return p

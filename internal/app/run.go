@@ -81,7 +81,7 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 		Processors:         ProcessorConfig(c),
 		Retry:              worker.Backoff{Initial: c.Retry.InitialBackoff, Max: c.Retry.MaxBackoff},
 		ShutdownTimeout:    c.Shutdown.Timeout,
-		LagInterval:        5 * time.Second,
+		LagInterval:        c.Kafka.LagInterval,
 	}, nil
 }
 
@@ -117,6 +117,10 @@ func Run(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		logProbe(gctx, c, log)
+		return nil
+	})
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -21,16 +22,26 @@ import (
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
 	fmt.Fprintln(stderr, "streamworker:", err)
 	var ue usageError
 	if errors.As(err, &ue) {
+		if cmd != nil && !isConfigError(err) {
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
 		return 2
 	}
 	return 1
+}
+
+// isConfigError reports whether err is about the configuration, which
+// names its keys: no need to point at the usage.
+func isConfigError(err error) bool {
+	var fe *config.FieldError
+	return errors.As(err, &fe) || strings.HasPrefix(err.Error(), "config: ")
 }
 
 // usageError marks errors in the invocation or the configuration.
@@ -60,7 +71,11 @@ environment, which wins over the file.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetUsageFunc(usage)
+	root.Version = buildinfo.String()
+	root.SetVersionTemplate("streamworker {{.Version}}\n")
 	root.AddCommand(runCmd(), devCmd(), topicsCmd(), configCmd(), loadgenCmd(), replayCmd(), dlqCmd(), versionCmd())
+	strict(root)
 	return root
 }
 
@@ -92,7 +107,7 @@ outputs, and serve /metrics, /livez and /readyz on http.addr. SIGTERM or
 Ctrl-C drains (finish batches, flush, persist, commit, leave the group) within
 shutdown.timeout. The configuration is checked before anything connects.`,
 		Example: "  streamworker run --config /etc/streamworker/config.yaml\n  SW_KAFKA_BROKERS=k1:9092,k2:9092 SW_REDIS_ADDR=redis:6379 streamworker run",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -104,16 +119,23 @@ shutdown.timeout. The configuration is checked before anything connects.`,
 			return app.Run(cmd.Context(), c, log, nil)
 		},
 	}
-	config.RegisterFlags(cmd.Flags())
+	addConfigFlags(cmd.Flags())
 	return cmd
 }
 
 func configCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
+	var connect bool
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate the configuration and print the effective values, secrets masked",
-		Args:  cobra.NoArgs,
+		Long: `Validate the configuration and print the effective values, secrets masked.
+With --connect, then send one metadata request to Kafka and one PING to Redis
+with the configured addresses, TLS and credentials, and say what is wrong:
+authentication, TLS, or unreachable. Exit status: 0 valid (and reachable),
+2 invalid, 1 Kafka or Redis failed.`,
+		Example: "  streamworker config check --config prod.yaml\n  streamworker config check --connect",
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -123,11 +145,25 @@ func configCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = cmd.OutOrStdout().Write(out)
-			return err
+			w := cmd.OutOrStdout()
+			if _, err := w.Write(out); err != nil || !connect {
+				return err
+			}
+			fmt.Fprintln(w, "# connecting to Kafka and Redis ...")
+			kafkaErr, redisErr := app.Probe(cmd.Context(), c)
+			for _, r := range []struct {
+				name string
+				err  error
+			}{{"kafka", kafkaErr}, {"redis", redisErr}} {
+				if r.err == nil {
+					fmt.Fprintf(w, "# %s: ok\n", r.name)
+				}
+			}
+			return errors.Join(kafkaErr, redisErr)
 		},
 	}
-	config.RegisterFlags(check.Flags())
+	check.Flags().BoolVar(&connect, "connect", false, "Also connect to Kafka and Redis and report what fails (authentication, TLS, unreachable).")
+	addConfigFlags(check.Flags())
 	cmd.AddCommand(check)
 	return cmd
 }
@@ -136,7 +172,7 @@ func versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), "streamworker", buildinfo.String())
 		},

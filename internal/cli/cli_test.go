@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/streamworker/streamworker/internal/testenv"
 )
@@ -52,6 +53,16 @@ func TestBadConfigExitsBeforeConnecting(t *testing.T) {
 			[]string{"kafka.brokers", "must not be empty"}},
 		{"unknown start offset", map[string]string{"SW_KAFKA_START_OFFSET": "middle"}, nil,
 			[]string{"kafka.start_offset", "middle"}},
+		{"empty brokers variable", map[string]string{"SW_KAFKA_BROKERS": ""}, nil,
+			[]string{"kafka.brokers", "must not be empty"}},
+		{"session timeout the broker refuses", map[string]string{"SW_KAFKA_SESSION_TIMEOUT": "9999h"}, nil,
+			[]string{"kafka.session_timeout = 9999h", "must be between 6s and 30m"}},
+		{"dedupe ttl of 1ns", map[string]string{"SW_DEDUPE_TTL": "1ns"}, nil,
+			[]string{"dedupe.ttl = 1ns", "must be between 1s"}},
+		{"buffer smaller than an input", map[string]string{"SW_SEQUENCING_MAX_BUFFERED_BYTES": "512KiB"}, nil,
+			[]string{"sequencing.max_buffered_bytes = 512KiB", "must be at least input.max_bytes (1MiB)"}},
+		{"misspelled variable", map[string]string{"SW_KAFKA_BROKER": "x:9092"}, nil,
+			[]string{"SW_KAFKA_BROKER", "did you mean SW_KAFKA_BROKERS?"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,4 +151,40 @@ func hasConfig(cs []kadm.Config, key, value string) bool {
 		}
 	}
 	return false
+}
+
+// TestConfigCheckConnect: --connect reports each service, and a wrong SASL
+// password as an authentication failure with exit status 1.
+func TestConfigCheckConnect(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.Superuser("PLAIN", "admin", "right"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	r := testenv.Redis(t)
+	t.Setenv("SW_KAFKA_BROKERS", strings.Join(cluster.ListenAddrs(), ","))
+	t.Setenv("SW_KAFKA_SASL_MECHANISM", "PLAIN")
+	t.Setenv("SW_KAFKA_SASL_USERNAME", "admin")
+	t.Setenv("SW_REDIS_ADDR", r.Addr())
+	for _, tc := range []struct {
+		password   string
+		code       int
+		wantOut    []string
+		wantStderr string
+	}{
+		{"right", 0, []string{"# kafka: ok", "# redis: ok"}, ""},
+		{"wrong", 1, []string{"# redis: ok"}, "kafka: authentication failed (check kafka.sasl.mechanism, kafka.sasl.username, kafka.sasl.password)"},
+	} {
+		t.Setenv("SW_KAFKA_SASL_PASSWORD", tc.password)
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), []string{"config", "check", "--connect"}, &stdout, &stderr)
+		if code != tc.code || !strings.Contains(stderr.String(), tc.wantStderr) {
+			t.Errorf("password %s: exit %d, stderr %q; want %d and %q", tc.password, code, stderr.String(), tc.code, tc.wantStderr)
+		}
+		for _, w := range tc.wantOut {
+			if !strings.Contains(stdout.String(), w) {
+				t.Errorf("password %s: stdout lacks %q:\n%s", tc.password, w, stdout.String())
+			}
+		}
+	}
 }

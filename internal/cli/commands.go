@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,11 +32,19 @@ the worker, a demo load with duplicates, out-of-order and malformed events and
 anomaly bursts, and /metrics. A summary line is printed every second. Stop it
 with Ctrl-C, or give --duration.`,
 		Example: "  streamworker dev\n  streamworker dev --duration 30s --rate 5000",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Like run, dev takes http.addr and log.level from the
+			// environment unless the flag is given.
+			if err := fromEnv(cmd, "http.addr", &o.HTTPAddr); err != nil {
+				return err
+			}
+			if err := fromEnv(cmd, "log.level", &level); err != nil {
+				return err
+			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(level)); err != nil {
-				return usageError{fmt.Errorf("--log-level: %w", err)}
+				return usageError{fmt.Errorf("--log.level: %w", err)}
 			}
 			o.Out = cmd.OutOrStdout()
 			o.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
@@ -45,10 +56,27 @@ with Ctrl-C, or give --duration.`,
 	f.Float64Var(&o.Rate, "rate", 2000, "Demo load in events per second.")
 	f.IntVar(&o.Users, "users", 200, "Distinct users of the demo load.")
 	f.IntVar(&o.Partitions, "partitions", 6, "Partitions of the input topic.")
-	f.StringVar(&o.HTTPAddr, "http.addr", ":9464", "Listen address of /metrics, /livez and /readyz.")
+	f.StringVar(&o.HTTPAddr, "http.addr", ":9464", "Listen address of /metrics, /livez and /readyz (also SW_HTTP_ADDR).")
 	f.Int64Var(&o.Seed, "seed", 1, "Seed of the demo load.")
-	f.StringVar(&level, "log-level", "error", "Worker log level: debug, info, warn or error.")
+	f.StringVar(&level, "log.level", "error", "Worker log level: debug, info, warn or error (also SW_LOG_LEVEL).")
+	f.StringVar(&level, "log-level", "error", "")
+	_ = f.MarkDeprecated("log-level", "use --log.level") // the flag exists
 	return cmd
+}
+
+// fromEnv sets *v from the environment variable of key unless the flag
+// named key was given.
+func fromEnv(cmd *cobra.Command, key string, v *string) error {
+	if cmd.Flags().Changed(key) || cmd.Flags().Changed(strings.ReplaceAll(key, ".", "-")) {
+		return nil
+	}
+	if s, ok := os.LookupEnv(config.EnvName(key)); ok {
+		if s == "" {
+			return usageError{fmt.Errorf("config: %s: %s is set but empty", key, config.EnvName(key))}
+		}
+		*v = s
+	}
+	return nil
 }
 
 func topicsCmd() *cobra.Command {
@@ -60,7 +88,7 @@ func topicsCmd() *cobra.Command {
 partitions and topics.replication_factor replicas (the aggregates topic is
 compacted), and check those that exist. An existing topic is never altered: a
 mismatch is reported and the command fails.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -72,14 +100,28 @@ mismatch is reported and the command fails.`,
 			}
 			defer cl.Close()
 			specs := topics.Specs(app.Names(c.Topics), int32(c.Topics.Partitions), int16(c.Topics.ReplicationFactor))
-			results, err := admin.Ensure(cmd.Context(), kadm.NewClient(cl), specs)
-			for _, r := range results {
-				fmt.Fprintln(cmd.OutOrStdout(), r)
+			// One topic at a time, to show progress.
+			pr := newProgress(cmd.ErrOrStderr(), "topics ensure", "topics", int64(len(specs)))
+			adm := kadm.NewClient(cl)
+			var errs []error
+			for i, spec := range specs {
+				pr.update(int64(i), spec.Name)
+				results, err := admin.Ensure(cmd.Context(), adm, []topics.Spec{spec})
+				for _, r := range results {
+					fmt.Fprintln(cmd.OutOrStdout(), r)
+				}
+				if err != nil {
+					errs = append(errs, err)
+					if len(results) == 0 { // the cluster could not be reached
+						break
+					}
+				}
 			}
-			return err
+			pr.finish(int64(len(specs)), fmt.Sprintf("%d failed", len(errs)))
+			return errors.Join(errs...)
 		},
 	}
-	config.RegisterFlags(ensure.Flags())
+	addConfigFlags(ensure.Flags())
 	cmd.AddCommand(ensure)
 	return cmd
 }
@@ -94,7 +136,7 @@ user with a share of duplicates, out-of-order and malformed records and
 anomaly bursts. The stream is deterministic for a seed. It reaches Kafka with
 the same kafka.* settings as run.`,
 		Example: "  streamworker loadgen --rate 20000 --users 10000 --events 1000000",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -110,12 +152,15 @@ the same kafka.* settings as run.`,
 				return err
 			}
 			defer cl.Close()
-			out := cmd.OutOrStdout()
+			pr := newProgress(cmd.ErrOrStderr(), "loadgen", "records", int64(g.Events))
+			note := func(s loadgen.Stats) string {
+				return fmt.Sprintf("valid %d, duplicates %d, malformed %d", s.Valid, s.Duplicates, s.Malformed)
+			}
 			st, err := loadgen.Produce(cmd.Context(), cl, gen, g.Rate, func(s loadgen.Stats) {
-				fmt.Fprintf(out, "sent %d (valid %d, duplicates %d, malformed %d) in %s\n",
-					s.Sent, s.Valid, s.Duplicates, s.Malformed, s.Elapsed.Round(time.Second))
+				pr.update(int64(s.Sent), note(s))
 			})
-			fmt.Fprintf(out, "done: sent %d in %s\n", st.Sent, st.Elapsed.Round(time.Millisecond))
+			pr.finish(int64(st.Sent), note(st))
+			fmt.Fprintf(cmd.OutOrStdout(), "done: sent %d in %s\n", st.Sent, st.Elapsed.Round(time.Millisecond))
 			return err
 		},
 	}
@@ -129,7 +174,7 @@ the same kafka.* settings as run.`,
 	f.Float64Var(&g.Bursts, "bursts", 0.02, "Fraction of users that get an anomaly burst.")
 	f.Float64Var(&g.CloudEvents, "cloudevents", 0.1, "Fraction of events in CloudEvents binary mode.")
 	f.Int64Var(&g.Seed, "seed", 1, "Seed: the same seed produces the same stream.")
-	config.RegisterFlags(f)
+	addConfigFlags(f)
 	return cmd
 }
 

@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/internal/app"
 	"github.com/streamworker/streamworker/internal/ops"
 )
@@ -27,7 +26,7 @@ To rebuild state from scratch instead, replay into a fresh namespace: choose a
 new kafka.group and a new redis.key_prefix (the outputs keep their IDs).`,
 		Example: "  streamworker replay --from-time 2026-11-22T10:00:00Z\n" +
 			"  SW_KAFKA_GROUP=rebuild-1 SW_REDIS_KEY_PREFIX=sw2 streamworker replay --from-offset 0",
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -53,10 +52,18 @@ new kafka.group and a new redis.key_prefix (the outputs keep their IDs).`,
 				return err
 			}
 			defer cl.Close()
-			offsets, err := ops.Replay(cmd.Context(), kadm.NewClient(cl), c.Kafka.Group, c.Topics.Input, from)
+			pr := newProgress(cmd.ErrOrStderr(), "replay", "steps", ops.ReplaySteps)
+			var step string
+			offsets, err := ops.Replay(cmd.Context(), kadm.NewClient(cl), c.Kafka.Group, c.Topics.Input, from,
+				func(n int, what string) {
+					step = what
+					pr.update(int64(n-1), what)
+				})
 			if err != nil {
+				pr.finish(0, "failed while "+step)
 				return err
 			}
+			pr.finish(ops.ReplaySteps, "done")
 			offsets.Each(func(o kadm.Offset) {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s[%d] -> %d\n", o.Topic, o.Partition, o.At)
 			})
@@ -65,7 +72,7 @@ new kafka.group and a new redis.key_prefix (the outputs keep their IDs).`,
 	}
 	cmd.Flags().StringVar(&fromTime, "from-time", "", "Replay from the first record at or after this RFC 3339 time.")
 	cmd.Flags().Int64Var(&fromOffset, "from-offset", 0, "Replay from this offset in every partition.")
-	config.RegisterFlags(cmd.Flags())
+	addConfigFlags(cmd.Flags())
 	return cmd
 }
 
@@ -79,7 +86,7 @@ func dlqCmd() *cobra.Command {
 key, value and headers, once: progress is committed in the group
 "<kafka.group>.dlq-redrive". Fix the cause first (a producer, a config limit),
 or the records land in the DLQ again.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
 			if err != nil {
@@ -89,13 +96,22 @@ or the records land in the DLQ again.`,
 			if err != nil {
 				return usageError{err}
 			}
-			st, err := ops.Redrive(cmd.Context(), opts, c.Topics.DLQ, c.Topics.Input, c.Kafka.Group+".dlq-redrive", reason)
+			pr := newProgress(cmd.ErrOrStderr(), "dlq redrive", "records", 0)
+			note := func(st ops.RedriveStats) string {
+				return fmt.Sprintf("redriven %d, skipped %d", st.Redriven, st.Skipped)
+			}
+			st, err := ops.Redrive(cmd.Context(), opts, c.Topics.DLQ, c.Topics.Input, c.Kafka.Group+".dlq-redrive", reason,
+				func(st ops.RedriveStats, total int64) {
+					pr.setTotal(total)
+					pr.update(int64(st.Read), note(st))
+				})
+			pr.finish(int64(st.Read), note(st))
 			fmt.Fprintf(cmd.OutOrStdout(), "read %d, redriven %d, skipped %d\n", st.Read, st.Redriven, st.Skipped)
 			return err
 		},
 	}
 	redrive.Flags().StringVar(&reason, "reason", "", "Redrive only records with this dlq.reason (e.g. late).")
-	config.RegisterFlags(redrive.Flags())
+	addConfigFlags(redrive.Flags())
 	cmd.AddCommand(redrive)
 	return cmd
 }

@@ -27,12 +27,20 @@ type ReplayFrom struct {
 	Offset int64
 }
 
+// ReplaySteps is the number of steps Replay reports.
+const ReplaySteps = 3
+
 // Replay sets group's committed offsets on topic to from, so the group's
 // next run re-reads from there. The group must have no active members.
 // Replaying into the same state namespace re-applies nothing that is still
 // within dedupe.ttl; to rebuild state from scratch, replay into a new group
-// with a new redis.key_prefix.
-func Replay(ctx context.Context, adm *kadm.Client, group, topic string, from ReplayFrom) (kadm.Offsets, error) {
+// with a new redis.key_prefix. step, if not nil, is called before each of
+// its ReplaySteps steps with the step's number (from 1) and what it does.
+func Replay(ctx context.Context, adm *kadm.Client, group, topic string, from ReplayFrom, step func(n int, what string)) (kadm.Offsets, error) {
+	if step == nil {
+		step = func(int, string) {}
+	}
+	step(1, "describing group "+group)
 	groups, err := adm.DescribeGroups(ctx, group)
 	if err != nil {
 		return nil, fmt.Errorf("describing group %s: %w", group, err)
@@ -40,6 +48,7 @@ func Replay(ctx context.Context, adm *kadm.Client, group, topic string, from Rep
 	if g, ok := groups[group]; ok && len(g.Members) > 0 {
 		return nil, ErrGroupActive
 	}
+	step(2, "listing offsets of "+topic)
 	var listed kadm.ListedOffsets
 	if from.Time.IsZero() {
 		starts, err := adm.ListStartOffsets(ctx, topic)
@@ -66,6 +75,7 @@ func Replay(ctx context.Context, adm *kadm.Client, group, topic string, from Rep
 		return nil, err
 	}
 	offsets := listed.Offsets()
+	step(3, fmt.Sprintf("committing %d offsets", len(offsets.Sorted())))
 	resp, err := adm.CommitOffsets(ctx, group, offsets)
 	if err != nil {
 		return nil, err
@@ -82,9 +92,15 @@ type RedriveStats struct {
 // input topic, with their original key, value and headers (the dlq.*
 // headers removed), and commits its progress in group so a second run does
 // not redrive them again. A non-empty reason redrives only records whose
-// reason, as DLQReason reads it, matches.
-func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, reason string) (RedriveStats, error) {
+// reason, as DLQReason reads it, matches. progress, if not nil, is called
+// after each batch with the counts so far and the number of records the
+// redrive reads in all.
+func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, reason string,
+	progress func(st RedriveStats, total int64)) (RedriveStats, error) {
 	var st RedriveStats
+	if progress == nil {
+		progress = func(RedriveStats, int64) {}
+	}
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(dlqTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())...)
@@ -101,6 +117,11 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) { // a first run has no group yet
 		return st, err
 	}
+	starts, err := adm.ListStartOffsets(ctx, dlqTopic)
+	if err != nil {
+		return st, err
+	}
+	var total int64
 	// remaining holds, per partition with records left to redrive, the
 	// end offset when the redrive started.
 	remaining := map[int32]int64{}
@@ -108,8 +129,14 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 		c, ok := committed.Lookup(dlqTopic, o.Partition)
 		if o.Offset > 0 && (!ok || c.At < o.Offset) {
 			remaining[o.Partition] = o.Offset
+			from, _ := starts.Lookup(dlqTopic, o.Partition)
+			if ok {
+				from.Offset = max(from.Offset, c.At)
+			}
+			total += o.Offset - from.Offset
 		}
 	})
+	progress(st, total)
 	done := func() bool {
 		for _, end := range remaining {
 			if end > 0 {
@@ -155,6 +182,7 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 		if err := cl.CommitUncommittedOffsets(ctx); err != nil {
 			return st, err
 		}
+		progress(st, total)
 	}
 	return st, nil
 }

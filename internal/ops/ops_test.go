@@ -36,7 +36,7 @@ func TestReplayMovesCommittedOffsets(t *testing.T) {
 	adm := k.Admin(t)
 	ctx := context.Background()
 
-	offs, err := ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Offset: 3})
+	offs, err := ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Offset: 3}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestReplayMovesCommittedOffsets(t *testing.T) {
 	})
 	// From a time: the first record at or after minute 6 is offset 3 of
 	// partition 0 (records 0,2,4,6,8) and offset 3 of partition 1 (7).
-	offs, err = ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Time: base.Add(6 * time.Minute)})
+	offs, err = ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Time: base.Add(6 * time.Minute)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestReplayMovesCommittedOffsets(t *testing.T) {
 		_, gen := member.GroupMetadata()
 		return gen > 0
 	}, "member did not join")
-	if _, err := ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Offset: 0}); !errors.Is(err, ops.ErrGroupActive) {
+	if _, err := ops.Replay(ctx, adm, group, topic, ops.ReplayFrom{Offset: 0}, nil); !errors.Is(err, ops.ErrGroupActive) {
 		t.Fatalf("replay of a live group: %v, want ErrGroupActive", err)
 	}
 }
@@ -80,7 +80,7 @@ func TestRedriveCopiesOnce(t *testing.T) {
 	}
 	opts := []kgo.Opt{kgo.SeedBrokers(k.Seeds()...)}
 	ctx := context.Background()
-	st, err := ops.Redrive(ctx, opts, dlq, input, group, "late")
+	st, err := ops.Redrive(ctx, opts, dlq, input, group, "late", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestRedriveCopiesOnce(t *testing.T) {
 		t.Fatalf("redrive stats %+v, want 3 read, 2 redriven, 1 skipped", st)
 	}
 	// A second run finds nothing new.
-	st, err = ops.Redrive(ctx, opts, dlq, input, group, "late")
+	st, err = ops.Redrive(ctx, opts, dlq, input, group, "late", nil)
 	if err != nil || st.Read != 0 {
 		t.Fatalf("second redrive: %+v, %v; want nothing read", st, err)
 	}
@@ -136,14 +136,14 @@ func TestRedriveReadsTheWorkersReason(t *testing.T) {
 	}
 	opts := []kgo.Opt{kgo.SeedBrokers(k.Seeds()...)}
 	ctx := context.Background()
-	st, err := ops.Redrive(ctx, opts, dlq, input, group+"-late", "late")
+	st, err := ops.Redrive(ctx, opts, dlq, input, group+"-late", "late", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Read != 2 || st.Redriven != 0 || st.Skipped != 2 {
 		t.Fatalf("redrive --reason late: %+v, want both skipped", st)
 	}
-	st, err = ops.Redrive(ctx, opts, dlq, input, group+"-malformed", "malformed")
+	st, err = ops.Redrive(ctx, opts, dlq, input, group+"-malformed", "malformed", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

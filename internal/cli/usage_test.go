@@ -1,0 +1,123 @@
+// Tests of the command line's usage: exit status 2 for every mistake in an
+// invocation, --version, help sections, and dev's flags and environment.
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamworker/streamworker/internal/testenv"
+)
+
+// usageCases are the mistakes in an invocation and what each prints; the
+// table in docs/cli.md lists the same.
+var usageCases = []struct {
+	args   []string
+	env    map[string]string
+	code   int
+	stderr string
+}{
+	{[]string{"bogus"}, nil, 2, `unknown command "bogus" for "streamworker"; the commands are`},
+	{[]string{"confg", "check"}, nil, 2, `unknown command "confg" for "streamworker"; did you mean config?`},
+	{[]string{"run", "extra-arg"}, nil, 2, `streamworker run takes no arguments, got ["extra-arg"]`},
+	{[]string{"version", "x"}, nil, 2, `streamworker version takes no arguments`},
+	{[]string{"topics"}, nil, 2, "streamworker topics needs a command: ensure"},
+	{[]string{"topics", "bogus"}, nil, 2, `unknown command "bogus" for "streamworker topics"`},
+	{[]string{"dlq", "redrve"}, nil, 2, "did you mean redrive?"},
+	{[]string{"config"}, nil, 2, "streamworker config needs a command: check"},
+	{[]string{"run", "--bogus"}, nil, 2, "unknown flag: --bogus"},
+	{[]string{"run", "--kafka.max_poll_records", "many"}, nil, 2, `invalid argument "many" for "--kafka.max_poll_records"`},
+	{[]string{"loadgen", "--rate"}, nil, 2, "flag needs an argument: --rate"},
+	{[]string{"run", "--config", "missing.yaml"}, nil, 2, "config: read missing.yaml"},
+	{[]string{"run", "--config", "config.txt"}, nil, 2, `unsupported file type "txt"`},
+	{[]string{"config", "check"}, map[string]string{"SW_MILESTONES_EVERY": "0"}, 2, "config: milestones.every = 0: must be at least 1"},
+	{[]string{"config", "check"}, map[string]string{"SW_KAFKA_BROKER": "x:1"}, 2, "did you mean SW_KAFKA_BROKERS?"},
+	{[]string{"replay"}, nil, 2, "give --from-time or --from-offset"},
+	{[]string{"replay", "--from-time", "yesterday"}, nil, 2, "--from-time: parsing time"},
+	{[]string{"replay", "--from-time", "2026-01-01T00:00:00Z", "--from-offset", "0"}, nil, 2, "not both"},
+	{[]string{"loadgen", "--duplicates", "2"}, nil, 2, "duplicates 2: want a fraction in [0,1]"},
+	{[]string{"dev", "--log.level", "loud"}, nil, 2, "--log.level"},
+	{[]string{"dev"}, map[string]string{"SW_HTTP_ADDR": ""}, 2, "SW_HTTP_ADDR is set but empty"},
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, tc := range usageCases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			code := Main(context.Background(), tc.args, &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tc.code, tc.stderr)
+			}
+		})
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		var stdout, stderr bytes.Buffer
+		if code := Main(context.Background(), args, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "streamworker ") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// TestHelpListsOwnFlagsFirst: a command's own flags come before the
+// configuration flags, in a section of their own.
+func TestHelpListsOwnFlagsFirst(t *testing.T) {
+	for _, tc := range []struct {
+		cmd []string
+		own string
+	}{
+		{[]string{"loadgen"}, "--rate"},
+		{[]string{"replay"}, "--from-time"},
+		{[]string{"dlq", "redrive"}, "--reason"},
+		{[]string{"config", "check"}, "--connect"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := Main(context.Background(), append(tc.cmd, "--help"), &stdout, &stderr); code != 0 {
+			t.Fatalf("%v --help: exit %d: %s", tc.cmd, code, stderr.String())
+		}
+		out := stdout.String()
+		own, conf := strings.Index(out, "\nFlags:\n"), strings.Index(out, "\nConfiguration flags")
+		if own < 0 || conf < 0 {
+			t.Fatalf("%v --help: no Flags: or no Configuration flags section:\n%s", tc.cmd, out)
+		}
+		flag, key := own+strings.Index(out[own:], tc.own), strings.Index(out, "--kafka.brokers")
+		if !(own < flag && flag < conf && conf < key) {
+			t.Errorf("%v --help: want Flags: (with %s) before Configuration flags (with --kafka.brokers):\n%s", tc.cmd, tc.own, out)
+		}
+		if strings.Contains(out[:conf], "--kafka.brokers") {
+			t.Errorf("%v --help: a configuration flag is listed among the command's own flags", tc.cmd)
+		}
+	}
+}
+
+// TestDevHonoursHTTPAddr: dev listens on SW_HTTP_ADDR like run does.
+func TestDevHonoursHTTPAddr(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	t.Setenv("SW_HTTP_ADDR", addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stdout, stderr bytes.Buffer
+	go func() { done <- Main(ctx, []string{"dev", "--rate", "10", "--partitions", "1"}, &stdout, &stderr) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + addr + "/livez")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "dev never served /livez on SW_HTTP_ADDR "+addr)
+}
