@@ -1,6 +1,7 @@
 package processors
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/streamworker/streamworker/topics"
 )
 
 // ErrInvalidConfig is wrapped by every error New returns for a bad Config.
@@ -28,6 +31,10 @@ type Config struct {
 	// count for (aggregation.max_resources). Later new resources count under
 	// OtherResource. 0 counts every resource under OtherResource.
 	MaxResources int
+	// MaxActions is the number of distinct actions a user keeps its own
+	// count for (aggregation.max_actions). Later new actions count under
+	// OtherAction. 0 counts every action under OtherAction.
+	MaxActions int
 	// Anomaly holds the parameters of the high-activity detector.
 	Anomaly AnomalyConfig
 	// Milestones holds the parameters of the milestone processor.
@@ -68,6 +75,7 @@ type MilestoneConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxResources: 1000,
+		MaxActions:   100,
 		Anomaly: AnomalyConfig{
 			Window:             5 * time.Minute,
 			Multiplier:         5,
@@ -117,6 +125,7 @@ func ratOf(key string, f float64, positive bool) (rat, error) {
 // compiled is a validated Config in the form Apply uses.
 type compiled struct {
 	maxResources int
+	maxActions   int
 	windowMs     int64 // W in milliseconds
 	windowSecs   int64 // ceil(W / 1s): a window holds the buckets [s-windowSecs+1, s]
 	minEvents    int64
@@ -134,6 +143,10 @@ func compile(c Config) (compiled, error) {
 		return p, fmt.Errorf("%w: aggregation.max_resources must be >= 0, got %d", ErrInvalidConfig, c.MaxResources)
 	}
 	p.maxResources = c.MaxResources
+	if c.MaxActions < 0 {
+		return p, fmt.Errorf("%w: aggregation.max_actions must be >= 0, got %d", ErrInvalidConfig, c.MaxActions)
+	}
+	p.maxActions = c.MaxActions
 	a := c.Anomaly
 	if a.Window < time.Millisecond || a.Window > MaxWindow || a.Window%time.Millisecond != 0 {
 		return p, fmt.Errorf("%w: anomaly.window must be a whole number of milliseconds in [1ms, %v], got %v", ErrInvalidConfig, MaxWindow, a.Window)
@@ -170,4 +183,36 @@ func compile(c Config) (compiled, error) {
 	}
 	p.thresholds = slices.Compact(slices.Sorted(slices.Values(m.Thresholds)))
 	return p, nil
+}
+
+// MaxAggregatedBytes returns the largest user.activity.aggregated output
+// value a valid c can produce for events decoded under l: the state holds
+// at most MaxActions+1 action and MaxResources+1 resource keys, "_other"
+// included (see topics.MaxAggregatedBytes). The worker checks it against
+// kafka.max_message_bytes before anything runs. It holds for states built
+// under l and c; a state stored before the label bounds existed may hold
+// longer keys.
+func (c Config) MaxAggregatedBytes(l topics.Limits) int {
+	return topics.MaxAggregatedBytes(l, c.MaxActions+1, c.MaxResources+1)
+}
+
+// MaxOutputBytes returns the largest output value of any kind (see
+// topics.MaxOutputBytes) under a valid c and l: what must fit in
+// kafka.max_message_bytes, with the record's key and headers.
+func (c Config) MaxOutputBytes(l topics.Limits) int {
+	return topics.MaxOutputBytes(l, c.MaxActions+1, c.MaxResources+1)
+}
+
+// MaxStateBytes returns the largest binary form (State.MarshalBinary) of a
+// user's state under a valid c, when no action or resource is longer than
+// maxLabelBytes: the size a state store must accept for one user.
+func (c Config) MaxStateBytes(maxLabelBytes int) int {
+	const v = binary.MaxVarintLen64
+	label := max(maxLabelBytes, len(OtherResource))
+	windowSecs := int((c.Anomaly.Window.Milliseconds() + 999) / 1000)
+	n := 1 + 4*v + 1 + v // version, four numbers, flags, last anomaly time
+	for _, keys := range []int{c.MaxActions + 1, c.MaxResources + 1} {
+		n += v + keys*(v+label+v) // count, then per key: length, key, count
+	}
+	return n + v + 2*windowSecs*(v+v) // count, then per bucket: second, count
 }

@@ -75,8 +75,10 @@ type Effects struct {
 // e.AggregateID except as the anomaly's userId. In order:
 //
 // Aggregation (§5.1). TotalActivity grows by one; the counts of e.Data.Action
-// and of e.Data.Resource grow by one when non-empty (resources capped, see
-// OtherResource); the first/last activity times become the min/max event
+// and of e.Data.Resource grow by one when non-empty (capped, see OtherAction
+// and OtherResource; a state that holds more keys than the caps, stored
+// under larger ones, has the keys past them in key order folded into
+// "_other"); the first/last activity times become the min/max event
 // time; LastSequence becomes e.Sequence when it is > 0. The event time t is
 // e.Time truncated to the millisecond.
 //
@@ -104,10 +106,15 @@ func (p *Processor) Apply(s *State, e *topics.Event) Effects {
 	// Aggregation.
 	s.TotalActivity++
 	if a := e.Data.Action; a != "" {
-		s.actions = countKey(s.actions, a)
+		s.actions = countCapped(s.actions, a, OtherAction, c.maxActions)
 	}
 	if r := e.Data.Resource; r != "" {
-		c.countResource(s, r)
+		s.resources = countCapped(s.resources, r, OtherResource, c.maxResources)
+	}
+	if len(s.actions) > c.maxActions+1 || len(s.resources) > c.maxResources+1 {
+		// A state written under a larger cap, or before there was one.
+		s.actions = foldExcess(s.actions, OtherAction, c.maxActions)
+		s.resources = foldExcess(s.resources, OtherResource, c.maxResources)
 	}
 	if firstEvent || t < s.FirstActivityMillis {
 		s.FirstActivityMillis = t
@@ -186,24 +193,52 @@ func (c *compiled) evaluate(s *State, t, wc int64, userID string) *topics.Anomal
 	}
 }
 
-// countResource counts one event of resource r (non-empty) under the cap.
-func (c *compiled) countResource(s *State, r string) {
-	if r != OtherResource {
-		i, ok := find(s.resources, r)
+// countCapped counts one event of key (non-empty) in counts, which keep at
+// most maxKeys keys of their own: a new key beyond them, and the reserved
+// key other itself, count under other, which takes none of the maxKeys
+// slots. It returns the counts.
+func countCapped(counts []topics.Count, key, other string, maxKeys int) []topics.Count {
+	if key != other {
+		i, ok := find(counts, key)
 		if ok {
-			s.resources[i].N++
-			return
+			counts[i].N++
+			return counts
 		}
-		distinct := len(s.resources)
-		if _, ok := find(s.resources, OtherResource); ok {
+		distinct := len(counts)
+		if _, ok := find(counts, other); ok {
 			distinct--
 		}
-		if distinct < c.maxResources {
-			s.resources = insertKey(s.resources, i, r)
-			return
+		if distinct < maxKeys {
+			return insertKey(counts, i, key)
 		}
 	}
-	s.resources = countKey(s.resources, OtherResource)
+	return countKey(counts, other)
+}
+
+// foldExcess returns counts with at most maxKeys keys besides other: the
+// keys past the first maxKeys in key order count under other. A state only
+// holds more when it was written under a larger cap (or before the cap
+// existed); folding it at its next change keeps every state, and so every
+// output, within the bounds, whatever was stored before.
+func foldExcess(counts []topics.Count, other string, maxKeys int) []topics.Count {
+	var folded int64
+	kept := counts[:0]
+	var otherN int64
+	for _, c := range counts {
+		switch {
+		case c.Key == other:
+			otherN = c.N
+		case len(kept) < maxKeys:
+			kept = append(kept, c)
+		default:
+			folded += c.N
+		}
+	}
+	if otherN+folded == 0 {
+		return kept
+	}
+	i, _ := find(kept, other)
+	return slices.Insert(kept, i, topics.Count{Key: other, N: otherN + folded})
 }
 
 // milestone returns total if it is a milestone, else 0.

@@ -23,6 +23,7 @@ type refModel struct {
 	actions   map[string]int64
 	resources map[string]int64
 	distinct  []string // resources with their own key, in order of arrival
+	distinctA []string // actions with their own key, in order of arrival
 	lastSeq   int64
 	fired     bool
 	tp        int64
@@ -51,7 +52,15 @@ func (m *refModel) apply(e *topics.Event) Effects {
 
 	// Aggregation.
 	if a := e.Data.Action; a != "" {
-		m.actions[a]++
+		switch {
+		case a != OtherAction && slices.Contains(m.distinctA, a):
+			m.actions[a]++
+		case a != OtherAction && len(m.distinctA) < m.cfg.MaxActions:
+			m.distinctA = append(m.distinctA, a)
+			m.actions[a]++
+		default:
+			m.actions[OtherAction]++
+		}
 	}
 	if r := e.Data.Resource; r != "" {
 		switch {
@@ -143,6 +152,7 @@ func randomConfig(r *rand.Rand) Config {
 	cfg.Anomaly.MinAverageRate = pick(0, 0.1, 0.25, 2, 20)
 	cfg.Anomaly.MinEvents = []int{0, 1, 3, 10}[r.IntN(4)]
 	cfg.MaxResources = []int{0, 1, 3, 1000}[r.IntN(4)]
+	cfg.MaxActions = []int{0, 1, 2, 100}[r.IntN(4)]
 	cfg.Milestones.Every = []int64{0, 1, 7, 100}[r.IntN(4)]
 	for range r.IntN(3) {
 		cfg.Milestones.Thresholds = append(cfg.Milestones.Thresholds, 1+r.Int64N(30))
@@ -188,7 +198,7 @@ func randomStream(r *rand.Rand, n int, window time.Duration) []*topics.Event {
 			AggregateID: "u-7",
 			Time:        time.UnixMilli(t).UTC(),
 			Data: topics.Activity{
-				Action:   []string{"", "click", "view", "buy"}[r.IntN(4)],
+				Action:   []string{"", "click", "view", "buy", OtherAction}[r.IntN(5)],
 				Resource: []string{"", "/a", "/b", "/c", "/d", "/e", OtherResource}[r.IntN(7)],
 			},
 		}

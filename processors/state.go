@@ -21,6 +21,11 @@ import (
 // MaxResources+1 keys.
 const OtherResource = "_other"
 
+// OtherAction is the key under which a user's actions beyond
+// Config.MaxActions are counted, reserved as OtherResource is: State.Actions
+// never holds more than MaxActions+1 keys.
+const OtherAction = "_other"
+
 // stateVersion is the first byte of the binary form of a State.
 const stateVersion = 1
 
@@ -46,8 +51,8 @@ const (
 // truncated when an event is applied).
 //
 // The counts per action and per resource are slices kept sorted by key
-// rather than maps: a user has a handful of actions and at most
-// MaxResources+1 resources, which binary search finds as fast as a map, and
+// rather than maps: a user has at most MaxActions+1 actions (a handful in
+// practice) and MaxResources+1 resources, which binary search finds as fast as a map, and
 // sorted counts are what the aggregated output and the binary form write, so
 // neither copies nor sorts anything, and a state holds a fraction of the
 // memory two maps take.
@@ -64,8 +69,8 @@ type State struct {
 	// advanced past), 0 until there is one.
 	LastSequence int64
 
-	// actions counts events per non-empty data.action, sorted by key, each
-	// key once.
+	// actions counts events per non-empty data.action, capped as
+	// described at OtherAction, sorted by key, each key once.
 	actions []topics.Count
 	// resources counts events per non-empty data.resource, capped as
 	// described at OtherResource, sorted by key, each key once.
@@ -89,8 +94,8 @@ func (s *State) AdvanceSequence(seq int64) {
 	}
 }
 
-// Actions returns the counts of events per non-empty data.action, sorted by
-// key, each key once. The slice is a read-only view of the state's own: do
+// Actions returns the counts of events per non-empty data.action, capped as
+// described at OtherAction, sorted by key, each key once. The slice is a read-only view of the state's own: do
 // not change it, nor keep it past the next change of s.
 func (s *State) Actions() []topics.Count { return s.actions }
 

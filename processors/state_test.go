@@ -173,6 +173,7 @@ func TestStateUnmarshalRejects(t *testing.T) {
 func fuzzStream(data []byte) (Config, []*topics.Event) {
 	cfg := DefaultConfig()
 	cfg.MaxResources = 3
+	cfg.MaxActions = 2
 	cfg.Milestones = MilestoneConfig{Every: 5, Thresholds: []int64{3, 7}}
 	if len(data) > 0 {
 		cfg.Anomaly.Window = []time.Duration{time.Second, 1500 * time.Millisecond, 4 * time.Second, 5 * time.Minute}[data[0]%4]
@@ -196,7 +197,7 @@ func fuzzStream(data []byte) (Config, []*topics.Event) {
 			ID: "e", AggregateID: "u", Time: time.UnixMilli(cur),
 			Sequence: int64(i/3) * int64(data[i+1]&1),
 			Data: topics.Activity{
-				Action:   []string{"", "a", "b", "c"}[data[i+1]%4],
+				Action:   []string{"", "a", "b\x01", "\"c\"", "d\u2028", OtherAction}[data[i+1]%6],
 				Resource: []string{"", "/1", "/2", "/3", "/4", "/5", "/6", OtherResource}[data[i+2]%8],
 			},
 		})
@@ -244,6 +245,16 @@ func FuzzApply(f *testing.F) {
 			}
 			if len(s.Resources()) > cfg.MaxResources+1 {
 				t.Fatalf("%d resource keys, cap %d", len(s.Resources()), cfg.MaxResources)
+			}
+			if len(s.Actions()) > cfg.MaxActions+1 {
+				t.Fatalf("%d action keys, cap %d", len(s.Actions()), cfg.MaxActions)
+			}
+			if b, _ := s.MarshalBinary(); len(b) > cfg.MaxStateBytes(fuzzLabelBytes) {
+				t.Fatalf("state of %d bytes, bound %d", len(b), cfg.MaxStateBytes(fuzzLabelBytes))
+			}
+			out := s.AppendAggregated(nil, topics.MetaFor(e, topics.AggregateID(e.AggregateID, e.ID)), e.AggregateID)
+			if max := cfg.MaxAggregatedBytes(fuzzLimits); len(out) > max {
+				t.Fatalf("aggregated output of %d bytes, bound %d", len(out), max)
 			}
 			checkCounts(t, s.Actions())
 			checkCounts(t, s.Resources())

@@ -293,6 +293,32 @@ func checkBounds(t *testing.T, e topics.Event, lim topics.Limits) {
 	if e.TraceParent != "" && !validTraceParentRef(e.TraceParent) {
 		t.Fatalf("traceparent %q copied", e.TraceParent)
 	}
+	// Every output the event can cause, with the largest numbers, is
+	// within MaxOutputBytes (one action and one resource key).
+	const big = 1<<63 - 1
+	var counts []topics.Count
+	for _, k := range []string{e.Data.Action, e.Data.Resource} {
+		if k != "" {
+			counts = append(counts, topics.Count{Key: k, N: big})
+		}
+	}
+	agg := e.AggregateID
+	outs := [][]byte{
+		topics.AppendAggregatedView(nil, topics.MetaFor(&e, topics.AggregateID(agg, e.ID)), &topics.AggregatedView{
+			UserID: agg, TotalActivity: big, Actions: counts[:min(1, len(counts))], Resources: counts[min(1, len(counts)):],
+			LastSequence: e.Sequence}),
+		topics.AppendMilestone(nil, topics.MetaFor(&e, topics.MilestoneID(agg, big)),
+			&topics.MilestoneData{UserID: agg, Milestone: "activity", Count: big}),
+		topics.AppendAnomaly(nil, topics.MetaFor(&e, topics.AnomalyID(agg, e.ID)), &topics.AnomalyData{UserID: agg,
+			AnomalyType: "high-activity", CurrentRate: 1e300 / 3, AverageRate: 1.0 / 3, WindowCount: big, Severity: "critical"}),
+		topics.AppendGap(nil, topics.MetaFor(&e, topics.GapID(agg, e.Sequence, topics.MaxSequence)),
+			&topics.GapData{AggregateID: agg, Expected: e.Sequence, ResumedAt: topics.MaxSequence, Skipped: topics.MaxSequence}),
+	}
+	for i, out := range outs {
+		if max := topics.MaxOutputBytes(lim, 1, 1); len(out) > max {
+			t.Fatalf("output %d of %d bytes, bound %d", i, len(out), max)
+		}
+	}
 }
 
 // sameField reports whether field matches want, where want "data.*" matches

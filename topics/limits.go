@@ -149,3 +149,80 @@ func checkLengths(e *Event, l *Limits, ce bool) *ValidationError {
 	}
 	return nil
 }
+
+// maxEscape is the most bytes appendString writes for one byte of a
+// string: a control character becomes \u00XX.
+const maxEscape = 6
+
+// maxTimeBytes is the longest timestamp an output writes: the 24 bytes of
+// years 0000-9999, plus room for the sign and digits of a record timestamp
+// as far as int64 milliseconds reach.
+const maxTimeBytes = 24 + 8
+
+// aggregatedSkeleton is the length of an aggregated output whose strings
+// are empty (but for a one-byte traceId), its counts objects empty, its
+// numbers one digit long and its times 24 bytes: the bytes every
+// aggregated output writes whatever its content.
+var aggregatedSkeleton = len(AppendAggregatedView(nil, OutputMeta{TraceID: "t"},
+	&AggregatedView{TotalActivity: 1})) - len("t")
+
+// MaxAggregatedBytes returns the largest user.activity.aggregated output
+// value, in bytes, that events decoded under l can make when a user's
+// state holds at most actionKeys action keys and resourceKeys resource
+// keys (processors.Config.MaxAggregatedBytes passes its caps plus the
+// "_other" keys). Every string is counted at its worst JSON escaping, six
+// bytes per byte, so the bound holds for any input, not only for plain
+// ASCII; the record adds its key (the aggregate ID) and headers. Use it to
+// check a configuration against the producer's maximum record size before
+// anything runs.
+func MaxAggregatedBytes(l Limits, actionKeys, resourceKeys int) int {
+	id, agg := l.MaxIDBytes, l.MaxAggregateIDBytes
+	label := max(l.MaxLabelBytes, len("_other"))
+	n := aggregatedSkeleton
+	// Numbers: totalActivity and lastSequence up to 19 digits (the
+	// skeleton wrote one each); times up to maxTimeBytes (it wrote 24).
+	n += 2*18 + 3*(maxTimeBytes-24)
+	// The output id "aggregate:<userId>:<eventId>", aggregateId, userId,
+	// correlationId (the input's or its id), causationId, traceId.
+	strs := len("aggregate::") + agg + id + // the output id
+		agg + agg + // aggregateId, data.userId
+		3*id // correlationId, causationId, traceId
+	n += maxEscape * strs
+	// Each count: "key":n, with a comma, n up to 19 digits.
+	perKey := len(`,"":`) + maxEscape*label + 19
+	n += (actionKeys + resourceKeys) * perKey
+	return n
+}
+
+// Skeletons of the other outputs, as aggregatedSkeleton: empty strings
+// (but for a one-byte traceId and the constant values), one-digit numbers.
+var (
+	milestoneSkeleton = len(AppendMilestone(nil, OutputMeta{TraceID: "t"},
+		&MilestoneData{Milestone: "activity"})) - len("t")
+	anomalySkeleton = len(AppendAnomaly(nil, OutputMeta{TraceID: "t"},
+		&AnomalyData{AnomalyType: "high-activity", Severity: "critical"})) - len("t")
+	gapSkeleton = len(AppendGap(nil, OutputMeta{TraceID: "t"}, &GapData{})) - len("t")
+)
+
+// MaxOutputBytes returns the largest output value of any kind (aggregated,
+// milestone, anomaly, gap) that events decoded under l can make, with the
+// aggregated output's keys bounded as for MaxAggregatedBytes. Dead-letter
+// copies are not outputs: they carry the input's value and headers.
+func MaxOutputBytes(l Limits, actionKeys, resourceKeys int) int {
+	id, agg := l.MaxIDBytes, l.MaxAggregateIDBytes
+	// The envelope's strings: aggregateId, correlationId, causationId,
+	// traceId, and the head timestamp beyond its skeleton's 24 bytes.
+	meta := maxEscape*(agg+3*id) + maxTimeBytes - 24
+	const num = 19   // int64 digits beyond the skeleton's one, rounded up
+	const float = 32 // an ES6-formatted float64, rounded up
+	milestone := milestoneSkeleton + meta +
+		maxEscape*(len("milestone::")+agg+20) + // the output id
+		maxEscape*agg + num // userId, count
+	anomaly := anomalySkeleton + meta +
+		maxEscape*(len("anomaly::")+agg+id) + // the output id
+		maxEscape*agg + 2*float + num // userId, rates, windowCount
+	gap := gapSkeleton + meta +
+		maxEscape*(len("gap:::")+agg+2*20) + // the output id
+		maxEscape*agg + 3*num // aggregateId, expected, resumedAt, skipped
+	return max(MaxAggregatedBytes(l, actionKeys, resourceKeys), milestone, anomaly, gap)
+}

@@ -2,8 +2,10 @@ package topics_test
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/streamworker/streamworker/topics"
 )
@@ -166,5 +168,36 @@ func expectReason(t *testing.T, d *topics.Decoder, r *topics.Record, field strin
 	var verr *topics.ValidationError
 	if !errors.As(err, &verr) || verr.Field != field || verr.Reason != reason {
 		t.Fatalf("Decode: %v; want %s %s", err, field, reason)
+	}
+}
+
+// TestMaxOutputBytes writes each kind of output at its worst within the
+// bounds (every string of control characters, the longest numbers and
+// times) and checks it is within MaxOutputBytes.
+func TestMaxOutputBytes(t *testing.T) {
+	lim := topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 40, MaxAggregateIDBytes: 30, MaxLabelBytes: 20}
+	agg, id := strings.Repeat("\x01", lim.MaxAggregateIDBytes), strings.Repeat("\x02", lim.MaxIDBytes)
+	const maxInt = 1<<63 - 1
+	meta := func(outID string) topics.OutputMeta {
+		return topics.OutputMeta{ID: outID, AggregateID: agg, Time: time.UnixMilli(-1 << 62),
+			CorrelationID: id, CausationID: id, TraceID: id}
+	}
+	outs := map[string][]byte{
+		"milestone": topics.AppendMilestone(nil, meta(topics.MilestoneID(agg, -maxInt)),
+			&topics.MilestoneData{UserID: agg, Milestone: "activity", Count: -maxInt}),
+		"anomaly": topics.AppendAnomaly(nil, meta(topics.AnomalyID(agg, id)),
+			&topics.AnomalyData{UserID: agg, AnomalyType: "high-activity", CurrentRate: -1.2345678901234567e-300,
+				AverageRate: -math.MaxFloat64, WindowCount: -maxInt, Severity: "critical"}),
+		"gap": topics.AppendGap(nil, meta(topics.GapID(agg, -maxInt, -maxInt)),
+			&topics.GapData{AggregateID: agg, Expected: -maxInt, ResumedAt: -maxInt, Skipped: -maxInt}),
+	}
+	bound := topics.MaxOutputBytes(lim, 0, 0)
+	for kind, out := range outs {
+		if len(out) > bound {
+			t.Errorf("%s output of %d bytes, bound %d", kind, len(out), bound)
+		}
+	}
+	if got := topics.MaxOutputBytes(lim, 50, 50); got != topics.MaxAggregatedBytes(lim, 50, 50) {
+		t.Errorf("with 100 keys the aggregated output is the largest: %d, %d", got, topics.MaxAggregatedBytes(lim, 50, 50))
 	}
 }
