@@ -229,6 +229,7 @@ func Default() Config {
 	names := topics.DefaultNames()
 	seq := sequencing.DefaultConfig()
 	proc := processors.DefaultConfig()
+	lim := topics.DefaultLimits()
 	thresholds := make([]int, 0, len(proc.Milestones.Thresholds))
 	for _, t := range proc.Milestones.Thresholds {
 		thresholds = append(thresholds, int(t))
@@ -275,9 +276,9 @@ func Default() Config {
 			MaxBufferedPartition: seq.MaxPerPartition,
 			MaxBufferedBytes:     ByteSize(seq.MaxBytes),
 		},
-		Input: Input{MaxBytes: topics.DefaultMaxBytes, UnknownTypes: "skip",
-			MaxIDBytes: 256, MaxAggregateIDBytes: 256, MaxLabelBytes: 256},
-		Aggregation: Aggregation{MaxResources: proc.MaxResources, MaxActions: 100},
+		Input: Input{MaxBytes: ByteSize(lim.MaxBytes), UnknownTypes: "skip",
+			MaxIDBytes: ByteSize(lim.MaxIDBytes), MaxAggregateIDBytes: ByteSize(lim.MaxAggregateIDBytes), MaxLabelBytes: ByteSize(lim.MaxLabelBytes)},
+		Aggregation: Aggregation{MaxResources: proc.MaxResources, MaxActions: proc.MaxActions},
 		Anomaly: Anomaly{
 			Window:             proc.Anomaly.Window,
 			Multiplier:         proc.Anomaly.Multiplier,

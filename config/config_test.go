@@ -366,7 +366,7 @@ func TestContractKeys(t *testing.T) {
 		"aggregation.max_actions":       {"SW_AGGREGATION_MAX_ACTIONS", "100"},
 		"input.max_id_bytes":            {"SW_INPUT_MAX_ID_BYTES", "256"},
 		"input.max_aggregate_id_bytes":  {"SW_INPUT_MAX_AGGREGATE_ID_BYTES", "256"},
-		"input.max_label_bytes":         {"SW_INPUT_MAX_LABEL_BYTES", "256"},
+		"input.max_label_bytes":         {"SW_INPUT_MAX_LABEL_BYTES", "128"},
 		"kafka.max_message_bytes":       {"SW_KAFKA_MAX_MESSAGE_BYTES", "1MiB"},
 		"kafka.lag_interval":            {"SW_KAFKA_LAG_INTERVAL", "5s"},
 		"redis.min_replicas_acked":      {"SW_REDIS_MIN_REPLICAS_ACKED", "0"},

@@ -226,7 +226,7 @@ var badFixtures = map[string][]string{
 		"aggregation.max_actions = 0: must be at least 1",
 	},
 	"aggregate-too-large.bad.yaml": {
-		"kafka.max_message_bytes = 1MiB: must hold the largest aggregate (11532400 bytes",
+		"kafka.max_message_bytes = 1MiB: must hold the largest output the input bounds allow (67861094 bytes",
 	},
 	"misc.bad.yaml": {
 		"kafka.fetch_max_partition_bytes = 100MiB: must be between 1KiB and 64MiB",

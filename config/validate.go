@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamworker/streamworker/dedupe"
 	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/topics"
 )
 
 // Limits of the durations, chosen from what the broker and Redis accept.
@@ -178,15 +179,22 @@ func (p *problems) tls(prefix string, t TLS) {
 // topicName matches a legal Kafka topic name.
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
-// largestAggregate estimates the largest aggregated output: every counted
-// action and resource (and _other) at the longest label with a 20-digit
-// count, the ids it carries (id, correlationId, causationId, aggregateId and
-// userId) at their longest, and 1KiB for the rest of the envelope. Labels
-// that need JSON escaping can make it larger.
-func (c *Config) largestAggregate() ByteSize {
-	const perCount = len(`"":99999999999999999999,`)
-	labels := ByteSize(c.Aggregation.MaxResources + c.Aggregation.MaxActions + 2)
-	return labels*(c.Input.MaxLabelBytes+ByteSize(perCount)) + 3*c.Input.MaxIDBytes + 2*c.Input.MaxAggregateIDBytes + KiB
+// largestOutput is the largest output record the bounds allow: the
+// largest output value the processors can build from events within the
+// input bounds (every string at its worst JSON escaping), keyed by the
+// longest aggregate ID, with a traceparent header and the record's
+// overhead.
+func (c *Config) largestOutput() ByteSize {
+	pc := processors.DefaultConfig()
+	pc.MaxResources, pc.MaxActions = c.Aggregation.MaxResources, c.Aggregation.MaxActions
+	const traceparentAndOverhead = 256
+	return ByteSize(pc.MaxOutputBytes(c.Limits())) + c.Input.MaxAggregateIDBytes + traceparentAndOverhead
+}
+
+// Limits returns the input bounds of c.
+func (c *Config) Limits() topics.Limits {
+	return topics.Limits{MaxBytes: int(c.Input.MaxBytes), MaxIDBytes: int(c.Input.MaxIDBytes),
+		MaxAggregateIDBytes: int(c.Input.MaxAggregateIDBytes), MaxLabelBytes: int(c.Input.MaxLabelBytes)}
 }
 
 func (c *Config) validate() problems {
@@ -214,9 +222,9 @@ func (c *Config) validate() problems {
 		"must be between 1KiB and 100MiB")
 	p.check(k.MaxMessageBytes >= c.Input.MaxBytes || k.MaxMessageBytes < KiB, "kafka.max_message_bytes", k.MaxMessageBytes,
 		"must be at least input.max_bytes ("+c.Input.MaxBytes.String()+"): the DLQ copy of an accepted record must fit")
-	if est := c.largestAggregate(); est > k.MaxMessageBytes && k.MaxMessageBytes >= c.Input.MaxBytes {
-		p.check(false, "kafka.max_message_bytes", k.MaxMessageBytes, "must hold the largest aggregate ("+
-			strconv.FormatInt(int64(est), 10)+" bytes with aggregation.max_resources and max_actions labels of input.max_label_bytes)")
+	if est := c.largestOutput(); est > k.MaxMessageBytes && k.MaxMessageBytes >= c.Input.MaxBytes {
+		p.check(false, "kafka.max_message_bytes", k.MaxMessageBytes, "must hold the largest output the input bounds allow ("+
+			strconv.FormatInt(int64(est), 10)+" bytes: aggregation.max_resources and max_actions keys of input.max_label_bytes, IDs of input.max_id_bytes and max_aggregate_id_bytes)")
 	}
 	p.within("kafka.lag_interval", k.LagInterval, time.Second, 10*time.Minute)
 	s := k.SASL

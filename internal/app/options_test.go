@@ -27,8 +27,8 @@ func TestDefaultConfigMapsToPackageDefaults(t *testing.T) {
 	if o.Topics != topics.DefaultNames() {
 		t.Errorf("topics %+v, want %+v", o.Topics, topics.DefaultNames())
 	}
-	if o.MaxInputBytes != topics.DefaultMaxBytes {
-		t.Errorf("max input bytes %d, want %d", o.MaxInputBytes, topics.DefaultMaxBytes)
+	if o.Limits != topics.DefaultLimits() {
+		t.Errorf("limits %+v, want %+v", o.Limits, topics.DefaultLimits())
 	}
 }
 

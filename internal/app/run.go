@@ -32,6 +32,7 @@ func Names(c config.Topics) topics.Names {
 func ProcessorConfig(c config.Config) processors.Config {
 	pc := processors.DefaultConfig()
 	pc.MaxResources = c.Aggregation.MaxResources
+	pc.MaxActions = c.Aggregation.MaxActions
 	pc.Anomaly.Window = c.Anomaly.Window
 	pc.Anomaly.Multiplier = c.Anomaly.Multiplier
 	pc.Anomaly.MinEvents = c.Anomaly.MinEvents
@@ -74,8 +75,8 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 			MaxBytes:        int64(c.Sequencing.MaxBufferedBytes),
 			GapTimeout:      c.Sequencing.GapTimeout,
 		},
-		Limits:             limits(c),
-		MaxMessageBytes:    1 << 20,
+		Limits:             c.Limits(),
+		MaxMessageBytes:    int(c.Kafka.MaxMessageBytes),
 		UnknownTypes:       c.Input.UnknownTypes,
 		CoalesceAggregates: c.Outputs.CoalesceAggregates,
 		Processors:         ProcessorConfig(c),
@@ -173,11 +174,4 @@ func Handler(reg prometheus.Gatherer, ready func() bool) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
-}
-
-// limits are the worker's input bounds of c.
-func limits(c config.Config) topics.Limits {
-	l := topics.DefaultLimits()
-	l.MaxBytes = int(c.Input.MaxBytes)
-	return l
 }
