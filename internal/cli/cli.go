@@ -74,7 +74,7 @@ environment, which wins over the file.`,
 	root.SetUsageFunc(usage)
 	root.Version = buildinfo.String()
 	root.SetVersionTemplate("streamworker {{.Version}}\n")
-	root.AddCommand(runCmd(), devCmd(), topicsCmd(), configCmd(), loadgenCmd(), replayCmd(), dlqCmd(), versionCmd())
+	root.AddCommand(runCmd(), devCmd(), topicsCmd(), configCmd(), loadgenCmd(), replayCmd(), dlqCmd(), versionCmd(), lagExporterCmd())
 	strict(root)
 	return root
 }

@@ -24,6 +24,15 @@ const (
 // matches an absent label.
 const sel = `namespace=~"$namespace", pod=~"$pod"`
 
+// lagSel narrows the series that carry group and topic to the group and
+// topic variables.
+const lagSel = `group=~"$group", topic=~"$topic"`
+
+// groupLag is the group's lag as the lag exporter reads it from the brokers:
+// every partition once, workers running or not. Not filtered by pod: the
+// exporter is not a worker.
+const groupLag = `streamworker_group_lag{namespace=~"$namespace", ` + lagSel + `}`
+
 // rate is the range used with rate(): Grafana's $__rate_interval is at
 // least four scrape intervals, so rates never come out empty.
 const rate = `[$__rate_interval]`
@@ -146,18 +155,22 @@ func Build() (dashboard.Dashboard, error) {
 			"Worker pods (empty under docker-compose).")).
 		WithVariable(queryVariable("group", "Consumer group",
 			`label_values(streamworker_consumer_lag{namespace=~"$namespace"}, group)`,
-			"Kafka consumer group; filters the consumer-lag panels, the only series that carry the group."))
+			"Kafka consumer group; filters the consumer-lag panels, the only series that carry the group.")).
+		WithVariable(queryVariable("topic", "Input topic",
+			`label_values(streamworker_events_consumed_total{namespace=~"$namespace"}, topic)`,
+			"Input topic; filters the consumer-lag and consumption panels."))
 
 	// Consumer lag first: it is the question an operator opens this for.
 	b.WithRow(dashboard.NewRowBuilder("Consumer lag")).
 		WithPanel(single("Total consumer lag",
-			"Records between the group's committed offsets and the log end, summed over every partition the selected workers own.",
+			"Records between the group's committed offsets and the log end, every partition counted once, read from the brokers by the lag exporter (streamworker lag-exporter): it stays right during a hand-over and with no worker running. Without the exporter, the workers' own lag, each partition once (max over the workers reporting it).",
 			"short", thresholds(step{nil, green}, step{ptr(10_000.0), orange}, step{ptr(1_000_000.0), red}),
-			q{`sum(streamworker_consumer_lag{` + sel + `, group=~"$group"})`, "lag"})).
+			q{`sum(` + groupLag + `)
+			or sum(max by (group, topic, partition) (streamworker_consumer_lag{` + sel + `, ` + lagSel + `}))`, "lag"})).
 		WithPanel(single("Max time lag",
 			"Age of the oldest record not yet processed, worst partition. Alert at 5 minutes.",
 			"s", thresholds(step{nil, green}, step{ptr(60.0), orange}, step{ptr(300.0), red}),
-			q{`max(streamworker_consumer_lag_seconds{` + sel + `})`, "time lag"})).
+			q{`max(streamworker_consumer_lag_seconds{` + sel + `, topic=~"$topic"})`, "time lag"})).
 		WithPanel(single("Backlog",
 			"Committed-offset lag plus events held in the reorder buffers: the work still ahead of the workers.",
 			"short", thresholds(step{nil, green}, step{ptr(10_000.0), orange}, step{ptr(1_000_000.0), red}),
@@ -167,17 +180,18 @@ func Build() (dashboard.Dashboard, error) {
 			"s", thresholds(step{nil, red}, step{ptr(3600.0), orange}, step{ptr(6 * 3600.0), green}),
 			q{`min(streamworker_dedupe_ttl_headroom_seconds{` + sel + `})`, "headroom"})).
 		WithPanel(graph("Consumer lag per partition",
-			"Committed-offset lag of each input partition (high watermark minus committed offset). max() keeps a partition counted once while two workers hand it over.",
+			"Committed-offset lag of each input partition (high watermark minus committed offset), from the lag exporter when it runs, else from the workers (max() keeps a partition counted once while two workers hand it over).",
 			"short", 12,
-			q{`max by (group, topic, partition) (streamworker_consumer_lag{` + sel + `, group=~"$group"})`, "{{group}} {{topic}}/{{partition}}"})).
+			q{`max by (group, topic, partition) (` + groupLag + `)
+			or max by (group, topic, partition) (streamworker_consumer_lag{` + sel + `, ` + lagSel + `})`, "{{group}} {{topic}}/{{partition}}"})).
 		WithPanel(graph("Time lag per partition",
 			"Age of the oldest record not yet processed on each partition (0 when caught up).",
 			"s", 12,
-			q{`max by (topic, partition) (streamworker_consumer_lag_seconds{` + sel + `})`, "{{topic}}/{{partition}}"})).
+			q{`max by (topic, partition) (streamworker_consumer_lag_seconds{` + sel + `, topic=~"$topic"})`, "{{topic}}/{{partition}}"})).
 		WithPanel(graph("Committed vs processed lag",
 			"Total lag by topic, behind the committed offsets and behind what the workers have processed. A widening gap means processed work is not being committed.",
 			"short", 8,
-			q{`sum by (group, topic) (streamworker_consumer_lag{` + sel + `, group=~"$group"})`, "committed {{group}} {{topic}}"},
+			q{`sum by (group, topic) (streamworker_consumer_lag{` + sel + `, ` + lagSel + `})`, "committed {{group}} {{topic}}"},
 			q{`sum by (topic) (streamworker_processed_lag{` + sel + `})`, "processed {{topic}}"})).
 		WithPanel(graph("Backlog by topic",
 			"Committed-offset lag plus buffered events, by input topic.",
@@ -209,9 +223,9 @@ func Build() (dashboard.Dashboard, error) {
 
 	latency := func(metric string) []q {
 		var qs []q
-		for _, p := range []string{"0.5", "0.9", "0.99"} {
-			qs = append(qs, q{`histogram_quantile(` + p + `, sum by (le) (rate(` + metric + `_bucket{` + sel + `}` + rate + `)))`,
-				"p" + strings.TrimPrefix(p, "0.")})
+		for _, p := range []struct{ quantile, legend string }{{"0.5", "p50"}, {"0.9", "p90"}, {"0.99", "p99"}} {
+			qs = append(qs, q{`histogram_quantile(` + p.quantile + `, sum by (le) (rate(` + metric + `_bucket{` + sel + `}` + rate + `)))`,
+				p.legend})
 		}
 		return qs
 	}
@@ -229,7 +243,7 @@ func Build() (dashboard.Dashboard, error) {
 			"eps", 8,
 			q{`sum by (topic) (rate(streamworker_events_duplicate_total{` + sel + `}` + rate + `))`, "{{topic}}"})).
 		WithPanel(graph("Dead-lettered records by reason",
-			"Records written to the dead-letter topic, by reason. Alerted above 0.1/s for 10 minutes.",
+			"Records written to the dead-letter topic, by reason. Alerted when above 1% of the consumed records for 10 minutes.",
 			"recps", 8,
 			q{`sum by (reason) (rate(streamworker_dlq_total{` + sel + `}` + rate + `))`, "{{reason}}"})).
 		WithPanel(graph("Sequence gaps given up",

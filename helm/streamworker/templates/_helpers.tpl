@@ -44,6 +44,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: worker
 {{- end }}
 
+{{/* Labels that select the lag exporter's pod. */}}
+{{- define "streamworker.lagExporterSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "streamworker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: lag-exporter
+{{- end }}
+
 {{- define "streamworker.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "streamworker.fullname" .) .Values.serviceAccount.name }}
@@ -154,16 +161,33 @@ mounted tls.* Secrets filled in.
 {{/* Environment of the worker container. */}}
 {{- define "streamworker.workerEnv" -}}
 {{- include "streamworker.env" . }}
-{{- if (.Values.resources.limits | default dict).memory }}
+{{- with (.Values.resources.limits | default dict).memory }}
 - name: GOMEMLIMIT
-  valueFrom:
-    resourceFieldRef:
-      containerName: streamworker
-      resource: limits.memory
+  value: {{ include "streamworker.goMemLimit" . | quote }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+GOMEMLIMIT for a memory limit (a Kubernetes quantity): 90% of it in MiB,
+leaving headroom for what the Go heap limit does not count (goroutine
+stacks, the runtime's own memory, buffers outside the heap).
+*/}}
+{{- define "streamworker.goMemLimit" -}}
+{{- $q := toString . }}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 }}
+{{- $m := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $unit := trimPrefix $m $q }}
+{{- if or (not $m) (not (hasKey $units $unit)) }}
+{{- fail (printf "resources.limits.memory %q: use a number with one of the suffixes Ki, Mi, Gi, Ti, k, M, G, T (the chart sets GOMEMLIMIT to 90%% of it)" $q) }}
+{{- end }}
+{{- $mib := div (int64 (mulf (float64 $m) (get $units $unit) 0.9)) 1048576 }}
+{{- if lt $mib 1 }}
+{{- fail (printf "resources.limits.memory %q is below 2Mi" $q) }}
+{{- end }}
+{{- printf "%dMiB" $mib }}
 {{- end }}
 
 {{/* Environment of the topics Job's container. */}}
