@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/streamworker/streamworker/internal/lagexport"
 	"github.com/streamworker/streamworker/worker"
 )
 
@@ -71,6 +72,16 @@ func buildCatalog() (*Catalog, error) {
 		if err := cat.SetKind(h, KindHistogram); err != nil {
 			return nil, fmt.Errorf("worker histogram: %w", err)
 		}
+	}
+	// The lag exporter (streamworker lag-exporter, or the elected worker)
+	// exports the group's lag read from the brokers.
+	if err := cat.AddDescs(lagexport.Descs()); err != nil {
+		return nil, fmt.Errorf("lag exporter metrics: %w", err)
+	}
+	// kube-state-metrics' replica count, which StreamworkerAbsent reads to
+	// stay quiet while the Deployment is scaled to zero.
+	if err := cat.Add(Metric{Name: "kube_deployment_spec_replicas", Kind: KindGauge, Labels: []string{"deployment"}}); err != nil {
+		return nil, err
 	}
 	workerNames := cat.Names()
 
@@ -358,6 +369,7 @@ func TestAlertRulesUseRealMetrics(t *testing.T) {
 	if len(f.Groups) != 1 || f.Groups[0].Name != "streamworker" {
 		t.Fatalf("want one rule group named streamworker, got %+v", f.Groups)
 	}
+	anchors := runbookAnchors(t)
 	seen := map[string]bool{}
 	for _, r := range f.Groups[0].Rules {
 		if r.Alert == "" {
@@ -371,12 +383,37 @@ func TestAlertRulesUseRealMetrics(t *testing.T) {
 		if s := r.Labels["severity"]; s != "warning" && s != "critical" {
 			t.Errorf("alert %s: severity %q, want warning or critical", r.Alert, s)
 		}
-		for _, a := range []string{"summary", "description", "runbook"} {
+		for _, a := range []string{"summary", "description", "runbook_url"} {
 			if strings.TrimSpace(r.Annotations[a]) == "" {
 				t.Errorf("alert %s has no %s annotation", r.Alert, a)
 			}
 		}
+		// The runbook_url points at a section of docs/runbook.md.
+		want := runbookURL + "#" + strings.ToLower(r.Alert)
+		if got := r.Annotations["runbook_url"]; got != want {
+			t.Errorf("alert %s: runbook_url %q, want %q", r.Alert, got, want)
+		}
+		if !slices.Contains(anchors, strings.ToLower(r.Alert)) {
+			t.Errorf("alert %s: %s has no section ## %s", r.Alert, runbookFile, r.Alert)
+		}
 	}
+}
+
+const (
+	runbookFile = "../../docs/runbook.md"
+	runbookURL  = "https://github.com/streamworker/streamworker/blob/main/docs/runbook.md"
+)
+
+// runbookAnchors returns the anchors GitHub gives the level-2 headings of
+// the runbook: lower case, spaces as hyphens.
+func runbookAnchors(t *testing.T) []string {
+	var anchors []string
+	for line := range strings.Lines(string(readFile(t, runbookFile))) {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(line), "## "); ok {
+			anchors = append(anchors, strings.ToLower(strings.ReplaceAll(strings.TrimSpace(h), " ", "-")))
+		}
+	}
+	return anchors
 }
 
 // TestEveryAlertIsUnitTested checks that alerts_test.yml has, for every
@@ -476,8 +513,8 @@ func TestChecksCatchMisspellings(t *testing.T) {
 	rules := readFile(t, rulesFile)
 	for _, edit := range []struct{ from, to string }{
 		{`streamworker_dlq_total`, `streamworker_dlq_totals`},
-		{`by (namespace, reason)`, `by (namespace, reasons)`},
-		{`{{ $labels.reason }}`, `{{ $labels.reasn }}`},
+		{`by (namespace, job, topic)`, `by (namespace, job, topik)`},
+		{`{{ $labels.topic }}`, `{{ $labels.topik }}`},
 		{`{{ $labels.group }}`, `{{ $labels.partition }}`},
 	} {
 		bad := bytes.Replace(rules, []byte(edit.from), []byte(edit.to), 1)

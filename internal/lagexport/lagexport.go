@@ -207,3 +207,16 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	e.readTime.Collect(ch)
 	e.errors.Collect(ch)
 }
+
+// Descs describes the metrics an Exporter exports, for checks of the
+// dashboards and alert rules that read them.
+func Descs() []*prometheus.Desc {
+	ch := make(chan *prometheus.Desc, 8)
+	New(nil, "", nil, "").Describe(ch)
+	close(ch)
+	var descs []*prometheus.Desc
+	for d := range ch {
+		descs = append(descs, d)
+	}
+	return descs
+}

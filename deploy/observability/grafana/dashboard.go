@@ -300,7 +300,15 @@ func Build() (dashboard.Dashboard, error) {
 			"Offset commits sent to the group coordinator and those that failed. Failing commits leave the lag high even when processing keeps up.",
 			"ops", 12,
 			q{`sum(rate(streamworker_offset_commits_total{` + sel + `}` + rate + `))`, "commits"},
-			q{`sum(rate(streamworker_offset_commit_errors_total{` + sel + `}` + rate + `))`, "errors"}))
+			q{`sum(rate(streamworker_offset_commit_errors_total{` + sel + `}` + rate + `))`, "errors"})).
+		WithPanel(graph("Stuck partitions",
+			"How long each partition has been retrying a failing Redis or Kafka call without progress (0 when it moves). A stuck partition makes its worker not ready; alerted after 5 minutes.",
+			"s", 12,
+			q{`max by (topic, partition) (streamworker_partition_stuck_seconds{` + sel + `})`, "{{topic}}/{{partition}}"})).
+		WithPanel(graph("Internal errors by stage",
+			"Records that failed inside the worker (a panic or an error no record caused) and were isolated to the DLQ as internal_error, per minute, by pipeline stage. Any is a bug to report.",
+			"cpm", 12,
+			q{`sum by (stage) (rate(streamworker_internal_errors_total{` + sel + `}` + rate + `)) * 60`, "{{stage}}"}))
 
 	b.WithRow(dashboard.NewRowBuilder("Processors")).
 		WithPanel(graph("Anomalies by severity",
