@@ -49,13 +49,13 @@ type Limits struct {
 }
 
 // DefaultLimits returns the default bounds.
-func DefaultLimits() Limits {
-	return Limits{
-		MaxBytes:            DefaultMaxBytes,
-		MaxIDBytes:          DefaultMaxIDBytes,
-		MaxAggregateIDBytes: DefaultMaxAggregateIDBytes,
-		MaxLabelBytes:       DefaultMaxLabelBytes,
-	}
+func DefaultLimits() Limits { return defaultLimits }
+
+var defaultLimits = Limits{
+	MaxBytes:            DefaultMaxBytes,
+	MaxIDBytes:          DefaultMaxIDBytes,
+	MaxAggregateIDBytes: DefaultMaxAggregateIDBytes,
+	MaxLabelBytes:       DefaultMaxLabelBytes,
 }
 
 // Validate reports the first bound below 1, naming its field.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -126,6 +127,20 @@ type running struct {
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
+}
+
+// wantApplied checks how many events each user's state has applied and
+// that the worker is ready: what every hostile-input test ends with.
+func (e *env) wantApplied(r *running, want map[string]int64) {
+	e.t.Helper()
+	for _, u := range slices.Sorted(maps.Keys(want)) {
+		if got := e.applied(u); got != want[u] {
+			e.t.Errorf("user %q: %d events applied, want %d", u, got, want[u])
+		}
+	}
+	if !r.w.Ready() {
+		e.t.Error("worker not ready")
+	}
 }
 
 func (e *env) start(opts worker.Options) *running {

@@ -35,7 +35,7 @@ func (e *env) spawn(name string) *proc {
 		"SW_KAFKA_GROUP="+e.group,
 		"SW_KAFKA_CLIENT_ID="+name,
 		"SW_KAFKA_COMMIT_INTERVAL=200ms",
-		"SW_KAFKA_SESSION_TIMEOUT=3s",
+		"SW_KAFKA_SESSION_TIMEOUT=6s", // the smallest a broker with default settings accepts
 		"SW_KAFKA_REBALANCE_TIMEOUT=10s",
 		"SW_TOPICS_INPUT="+e.names.Input,
 		"SW_TOPICS_AGGREGATES="+e.names.Aggregates,

@@ -103,13 +103,7 @@ func ProbeKafka(ctx context.Context, c config.Kafka) (int, error) {
 		// instead of answering with SASL_AUTHENTICATION_FAILED.
 		e.Cause, e.Hint = ErrAuth, kafkaSASLKeys
 		e.Err = fmt.Errorf("the broker closed the connection during SASL authentication: %w", saslErr)
-	case isTLSError(err):
-		e.Cause, e.Hint = ErrTLS, "kafka.tls.*"
-	case c.TLS.Enabled && isUnreachable(err) && tcpConnects(c.Brokers):
-		e.Cause, e.Hint = ErrTLS, "kafka.tls.*"
-		e.Err = fmt.Errorf("TCP connects but the TLS handshake did not complete (does the listener speak TLS?): %w", err)
-	case isUnreachable(err):
-		e.Cause = ErrUnreachable
+	case e.transport(err, c.TLS.Enabled, c.Brokers, "kafka.tls.*", "listener"):
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
 		strings.Contains(err.Error(), "invalid large response size"):
 		// A TLS listener answers a plain request with an alert or by
@@ -187,13 +181,7 @@ func ProbeRedis(ctx context.Context, c config.Redis) error {
 	case strings.HasPrefix(msg, "WRONGPASS"), strings.HasPrefix(msg, "NOAUTH"), strings.HasPrefix(msg, "NOPERM"),
 		strings.Contains(msg, "AUTH") && strings.Contains(msg, "without any password configured"):
 		e.Cause, e.Hint = ErrAuth, "redis.username, redis.password"
-	case isTLSError(err):
-		e.Cause, e.Hint = ErrTLS, "redis.tls.*"
-	case c.TLS.Enabled && isUnreachable(err) && tcpConnects(c.Addrs):
-		e.Cause, e.Hint = ErrTLS, "redis.tls.*"
-		e.Err = fmt.Errorf("TCP connects but the TLS handshake did not complete (does the server speak TLS?): %w", err)
-	case isUnreachable(err):
-		e.Cause = ErrUnreachable
+	case e.transport(err, c.TLS.Enabled, c.Addrs, "redis.tls.*", "server"):
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), strings.Contains(msg, "redis: invalid reply"):
 		e.Cause, e.Hint = ErrProtocol, "redis.tls.enabled: the server may expect TLS, or not"
 	}
@@ -250,4 +238,23 @@ func logProbe(ctx context.Context, c config.Config, log *slog.Logger) {
 		}
 		log.Error("start-up connection check failed; the worker keeps retrying", attrs...)
 	}
+}
+
+// transport sets e's cause when err is a failure below the protocol: a TLS
+// error, a TLS handshake that never completes on a port that accepts TCP
+// (tlsKeys names the keys to check), or an unreachable address. It reports
+// whether err was one.
+func (e *ProbeError) transport(err error, tls bool, addrs []string, tlsKeys, peer string) bool {
+	switch {
+	case isTLSError(err):
+		e.Cause, e.Hint = ErrTLS, tlsKeys
+	case tls && isUnreachable(err) && tcpConnects(addrs):
+		e.Cause, e.Hint = ErrTLS, tlsKeys
+		e.Err = fmt.Errorf("TCP connects but the TLS handshake did not complete (does the %s speak TLS?): %w", peer, err)
+	case isUnreachable(err):
+		e.Cause = ErrUnreachable
+	default:
+		return false
+	}
+	return true
 }
