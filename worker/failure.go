@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/topics"
 )
 
 // poisonError names the record that made an attempt of a batch fail.
@@ -25,6 +27,9 @@ type poisonError struct {
 	reason string // the DLQ reason: internal_error, output_too_large
 	detail string
 	stack  []byte // of a panic
+	// aggregate is the record's user, when it decoded: with
+	// input.on_poison: park, that user is parked (park.go).
+	aggregate string
 }
 
 func (e *poisonError) Error() string {
@@ -45,7 +50,7 @@ func (e *internalError) Error() string { return fmt.Sprintf("panic in %s: %v", e
 // poisonError naming the record in hand (p.cur), or into an internalError
 // when there is none or that record already failed once.
 func (p *partition) guard(stage string, f func()) (err error) {
-	p.cur = nil
+	p.cur, p.curAgg = nil, ""
 	defer func() {
 		v := recover()
 		if v == nil {
@@ -55,7 +60,7 @@ func (p *partition) guard(stage string, f func()) (err error) {
 		p.w.m.internalErrors.WithLabelValues(stage).Inc()
 		if r := p.cur; r != nil {
 			if _, again := p.poison[r.Offset]; !again {
-				err = &poisonError{offset: r.Offset, stage: stage, reason: "internal_error", detail: fmt.Sprint(v), stack: stack}
+				err = &poisonError{offset: r.Offset, stage: stage, reason: "internal_error", detail: fmt.Sprint(v), stack: stack, aggregate: p.curAgg}
 				return
 			}
 		}
@@ -76,17 +81,26 @@ func (p *partition) blame(e *poisonError) {
 	if e.stack != nil {
 		args = append(args, "stack", string(e.stack))
 	}
+	if p.w.opts.OnPoison == PoisonPark && e.aggregate != "" {
+		args = append(args, "aggregate", e.aggregate)
+		p.w.log.Error("record failed; sending it to the DLQ, parking its user and running its batch again without it", args...)
+		return
+	}
 	p.w.log.Error("record failed; sending it to the DLQ and running its batch again without it", args...)
 }
 
 // poisoned sends r to the DLQ if an earlier attempt blamed it, and reports
-// whether it did.
+// whether it did. With input.on_poison: park, it also parks r's user, in
+// r's place in the batch.
 func (p *partition) poisoned(r *kgo.Record) bool {
 	e, ok := p.poison[r.Offset]
 	if !ok {
 		return false
 	}
 	p.dlq(r, "", e.reason, e.detail, e.stage)
+	if p.w.opts.OnPoison == PoisonPark && e.aggregate != "" {
+		p.b.items = append(p.b.items, item{rec: r, ev: topics.Event{AggregateID: e.aggregate}, kind: parkUser, park: e})
+	}
 	return true
 }
 
