@@ -61,6 +61,8 @@ func TestBadConfigExitsBeforeConnecting(t *testing.T) {
 			[]string{"dedupe.ttl = 1ns", "must be between 1s"}},
 		{"buffer smaller than an input", map[string]string{"SW_SEQUENCING_MAX_BUFFERED_BYTES": "512KiB"}, nil,
 			[]string{"sequencing.max_buffered_bytes = 512KiB", "must be at least input.max_bytes (1MiB)"}},
+		{"unknown poison policy", map[string]string{"SW_INPUT_ON_POISON": "quarantine"}, nil,
+			[]string{"input.on_poison = quarantine", "must be one of dlq, park"}},
 		{"misspelled variable", map[string]string{"SW_KAFKA_BROKER": "x:9092"}, nil,
 			[]string{"SW_KAFKA_BROKER", "did you mean SW_KAFKA_BROKERS?"}},
 	}
