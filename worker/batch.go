@@ -89,10 +89,11 @@ type batch struct {
 	writes []state.Write
 	owners []*aggregate
 
-	dlqCount map[string]int
-	releases []*aggregate // the users the batch releases (park.go)
-	n        tally
-	oversize *poisonError // the first output that could not be produced, and the record that caused it
+	dlqCount   map[string]int
+	releases   []*aggregate // the users the batch releases (park.go)
+	releasedAt []parkedAt   // and those whose park it cleared
+	n          tally
+	oversize   *poisonError // the first output that could not be produced, and the record that caused it
 }
 
 // touch returns a's change in the batch, adding one if the batch has not
@@ -134,7 +135,7 @@ func (b *batch) reset() {
 	b.slabs.reset()
 	clear(b.dlqCount)
 	clear(b.releases)
-	b.releases = b.releases[:0]
+	b.releases, b.releasedAt = b.releases[:0], b.releasedAt[:0]
 	b.n = tally{}
 }
 

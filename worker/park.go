@@ -341,9 +341,22 @@ func (p *partition) finishReleases(now time.Time) {
 			a.st.Park = nil
 			b.touch(a).changed = true
 			b.n.released++
-			p.w.log.Info("user released: its held events are applied", "partition", p.id, "aggregate", a.id, "parked_at", k.Offset)
+			b.releasedAt = append(b.releasedAt, parkedAt{a.id, k.Offset})
 		}
 		a.releasing = false
+	}
+}
+
+// parkedAt is a user released by the batch and where it had been parked.
+type parkedAt struct {
+	user   string
+	offset int64
+}
+
+// logReleases logs the releases of the batch, once it is persisted.
+func (p *partition) logReleases() {
+	for _, r := range p.b.releasedAt {
+		p.w.log.Info("user released: its held events are applied", "partition", p.id, "aggregate", r.user, "parked_at", r.offset)
 	}
 }
 

@@ -9,7 +9,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/processors"
 	"github.com/streamworker/streamworker/state"
 	"github.com/streamworker/streamworker/topics"
 	"github.com/streamworker/streamworker/worker"
@@ -319,5 +322,62 @@ func TestOnPoisonDLQUnchanged(t *testing.T) {
 	}
 	if n := len(e.readAll(e.names.Parked)); n != 0 {
 		t.Errorf("%d records on the parked topic, want none", n)
+	}
+}
+
+// TestReleaseKilled: a worker process killed by SIGKILL after a release
+// was committed to Redis but before its offset was: the next worker reads
+// the release again, finds the user no longer parked, and applies nothing
+// twice.
+func TestReleaseKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("separate processes; skipped with -short")
+	}
+	e := newEnv(t, 1, fastGroups).withParked()
+	// u-k was parked at input offset 0 (the record on the DLQ), and 40 of
+	// its events were held since, as a worker holds them.
+	const held = 40
+	st := processors.State{Park: &processors.Park{Offset: 0, HeldThrough: held, Reason: "internal_error"}}
+	data, err := st.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.store.Commit(context.Background(), []state.Write{{Aggregate: "u-k", Data: data}}); err != nil || out[0] != state.Committed {
+		t.Fatalf("parking u-k: %v %v", out, err)
+	}
+	var recs []*kgo.Record
+	for i := range held {
+		r := plain(fmt.Sprintf("k%d", i+1), "u-k", i%60)
+		r.Topic = e.names.Parked
+		r.Headers = append(r.Headers,
+			kgo.RecordHeader{Key: worker.HeldTopicHeader, Value: []byte(e.names.Input)},
+			kgo.RecordHeader{Key: worker.HeldPartitionHeader, Value: []byte("0")},
+			kgo.RecordHeader{Key: worker.HeldOffsetHeader, Value: []byte(strconv.Itoa(i + 1))},
+			kgo.RecordHeader{Key: worker.HeldSinceHeader, Value: []byte("0")})
+		recs = append(recs, r)
+	}
+	if err := e.kafka.Client(t).ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	parkEnv := []string{"SW_INPUT_ON_POISON=park", "SW_TOPICS_PARKED=" + e.names.Parked}
+
+	p := e.spawnWith("release-0", append(parkEnv, "SW_KAFKA_COMMIT_INTERVAL=1h")...)
+	p.waitLog(t, "partitions assigned")
+	e.send(releaseRecord("u-k"))
+	p.waitLog(t, "user released")
+	p.signal(syscall.SIGKILL)
+	if c := e.committed()[0]; c != 0 {
+		t.Fatalf("committed offset %d; the kill was meant to come before the release's offset commit", c)
+	}
+	if got := e.decoded("u-k"); got.Park != nil || got.TotalActivity != held {
+		t.Fatalf("before the restart: %d applied, park %+v", got.TotalActivity, got.Park)
+	}
+
+	p = e.spawnWith("release-1", parkEnv...)
+	e.waitDrained(60 * time.Second)
+	p.waitLog(t, "release of a user that is not parked: nothing to do")
+	p.signal(syscall.SIGTERM)
+	if got := e.decoded("u-k"); got.Park != nil || got.TotalActivity != held {
+		t.Errorf("after the restart: %d applied, park %+v; want each of the %d held events once", got.TotalActivity, got.Park, held)
 	}
 }

@@ -311,6 +311,7 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 	if err := p.persist(); err != nil {
 		return err
 	}
+	p.logReleases()
 	p.b.flush(p.w.m, p.topic)
 	if n := len(recs); n > 0 {
 		p.next = recs[n-1].Offset + 1
