@@ -27,7 +27,7 @@ func (p *partition) emit(topic string, it *item, value []byte) {
 	traceparent := len("traceparent") + len(it.ev.TraceParent)
 	if size := recordSize(a.key, value, 1) + traceparent; size > p.w.opts.MaxMessageBytes {
 		if b.oversize == nil {
-			b.oversize = &poisonError{offset: it.rec.Offset, stage: "encode", reason: "output_too_large", aggregate: a.id,
+			b.oversize = &poisonError{partition: it.rec.Partition, offset: it.rec.Offset, stage: "encode", reason: "output_too_large", aggregate: a.id,
 				detail: fmt.Sprintf("its %d-byte output to %s exceeds the largest record the producer sends (kafka.max_message_bytes %d)",
 					size, topic, p.w.opts.MaxMessageBytes)}
 		}

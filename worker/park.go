@@ -241,7 +241,7 @@ func (p *partition) holdIfParked(a *aggregate, it *item) bool {
 	if k == nil || (it.kind == heldEvent && a.releasing && k.Offset == a.releaseEpisode) {
 		return false
 	}
-	if it.kind == eventItem && it.rec.Offset <= k.HeldThrough {
+	if it.kind == eventItem && it.rec.Partition == k.Partition && it.rec.Offset <= k.HeldThrough {
 		p.b.n.duplicates++ // held before, redelivered
 		return true
 	}
@@ -249,9 +249,11 @@ func (p *partition) holdIfParked(a *aggregate, it *item) bool {
 	return true
 }
 
-// hold copies it to the parked topic, on this partition's number, with the
-// original key, value, headers and timestamp, followed by the held
-// headers.
+// hold copies it to the parked topic, on the partition of the number of the
+// park's input partition (where the release reads; an event of the user
+// read on another input partition, against the contract, is held there
+// too), with the original key, value, headers and timestamp, followed by
+// the held headers.
 func (p *partition) hold(a *aggregate, it *item) {
 	b := &p.b
 	r, k := it.rec, a.st.Park
@@ -263,14 +265,16 @@ func (p *partition) hold(a *aggregate, it *item) {
 		kgo.RecordHeader{Key: HeldOffsetHeader, Value: []byte(itoa(r.Offset))},
 		kgo.RecordHeader{Key: HeldSinceHeader, Value: []byte(itoa(k.Offset))},
 	)
-	k.HeldThrough = max(k.HeldThrough, r.Offset)
+	if r.Partition == k.Partition {
+		k.HeldThrough = max(k.HeldThrough, r.Offset)
+	}
 	b.touch(a).changed = true
 	if size := recordSize(r.Key, r.Value, 0) + headersSize(hs); size > p.w.opts.MaxMessageBytes {
 		p.dlq(r, it.ev.ID, "output_too_large", fmt.Sprintf("its %d-byte parked copy exceeds the largest record the producer sends (kafka.max_message_bytes %d)",
 			size, p.w.opts.MaxMessageBytes), "parker")
 		return
 	}
-	b.out = append(b.out, &kgo.Record{Topic: p.w.opts.Topics.Parked, Partition: p.id, Key: r.Key, Value: r.Value,
+	b.out = append(b.out, &kgo.Record{Topic: p.w.opts.Topics.Parked, Partition: k.Partition, Key: r.Key, Value: r.Value,
 		Headers: hs, Timestamp: r.Timestamp})
 	b.vals.skip()
 	b.outTimes = append(b.outTimes, time.Time{})

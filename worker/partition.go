@@ -75,10 +75,10 @@ type partition struct {
 	faulting      bool  // retrying a failed Redis or Kafka call
 	faultAttempts int
 	lastFaultLog  time.Time
-	lastSegment   bool                   // the batch in hand ends the records of one poll (progress.go)
-	cur           *kgo.Record            // the record a stage is working on, blamed for a panic
-	curAgg        string                 // its user, once known
-	poison        map[int64]*poisonError // records an earlier attempt of the batch failed on
+	lastSegment   bool                       // the batch in hand ends the records of one poll (progress.go)
+	cur           *kgo.Record                // the record a stage is working on, blamed for a panic
+	curAgg        string                     // its user, once known
+	poison        map[recordKey]*poisonError // records an earlier attempt of the batch failed on
 	headers       []topics.Header
 	b             batch
 }
@@ -239,7 +239,7 @@ func (p *partition) processBatch(recs []*kgo.Record) {
 		// that safe.
 		p.w.m.partitionResets.Inc()
 		var poison *poisonError
-		isPoison := errors.As(err, &poison) && p.poison[poison.offset] == nil
+		isPoison := errors.As(err, &poison) && p.poison[poison.key()] == nil
 		recs = p.reset(recs)
 		switch {
 		case isPoison:
