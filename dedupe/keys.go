@@ -134,12 +134,17 @@ func (k Keys) ParseState(key string) (agg string, ok bool) {
 	if end < 0 || rest[end:] != "}:state" {
 		return "", false
 	}
-	tag := rest[:end]
-	if ordinary(tag) {
-		return tag, true
-	}
-	if tag == "" || tag[0] != '~' {
+	return decodeTag(rest[:end])
+}
+
+// decodeTag returns the aggregate whose hash tag (between the braces) is
+// tag, and whether tag is one appendTagged writes.
+func decodeTag(tag string) (string, bool) {
+	if tag == "" {
 		return "", false
+	}
+	if tag[0] != '~' {
+		return tag, true
 	}
 	var b strings.Builder
 	for i := 1; i < len(tag); i++ {

@@ -6,10 +6,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/streamworker/streamworker/config"
 	"github.com/streamworker/streamworker/dedupe"
 	"github.com/streamworker/streamworker/internal/app"
 	"github.com/streamworker/streamworker/internal/ops"
@@ -133,20 +135,11 @@ Cluster) and reads each state once: a while on millions of users, without
 blocking Redis. Held events are on topics.parked, partition as listed, with
 the header streamworker.parked.since equal to the offset listed.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			rc, err := app.RedisClient(c.Redis)
-			if err != nil {
-				return usageError{err}
-			}
-			defer rc.Close()
+		RunE: withRedis(func(cmd *cobra.Command, _ []string, c config.Config, rc redis.UniversalClient) error {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "USER\tPARTITION\tOFFSET\tHELD_THROUGH\tREASON")
 			n := 0
-			err = ops.ListParked(cmd.Context(), rc, dedupe.Keys{Prefix: c.Redis.KeyPrefix}, func(u ops.ParkedUser) error {
+			err := ops.ListParked(cmd.Context(), rc, dedupe.Keys{Prefix: c.Redis.KeyPrefix}, func(u ops.ParkedUser) error {
 				n++
 				_, err := fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", strconv.Quote(u.User), u.Partition, u.Offset, u.HeldThrough, u.Reason)
 				return err
@@ -156,7 +149,7 @@ the header streamworker.parked.since equal to the offset listed.`,
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d parked users\n", n)
 			return err
-		},
+		}),
 	}
 	addConfigFlags(list.Flags())
 	release := &cobra.Command{
@@ -176,16 +169,7 @@ again at it. Fix the cause first (a deploy, a config limit).`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			rc, err := app.RedisClient(c.Redis)
-			if err != nil {
-				return usageError{err}
-			}
-			defer rc.Close()
+		RunE: withRedis(func(cmd *cobra.Command, args []string, c config.Config, rc redis.UniversalClient) error {
 			cl, err := kafkaClient(c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 			if err != nil {
 				return err
@@ -199,9 +183,26 @@ again at it. Fix the cause first (a deploy, a config limit).`,
 			fmt.Fprintf(cmd.OutOrStdout(), "release of %q sent to %s[%d] at offset %d (parked at offset %d: %s)\n",
 				args[0], rec.Topic, rec.Partition, rec.Offset, park.Offset, park.Reason)
 			return nil
-		},
+		}),
 	}
 	addConfigFlags(release.Flags())
 	cmd.AddCommand(list, release)
 	return cmd
+}
+
+// withRedis returns a RunE that loads the configuration and calls f with it
+// and a Redis client for it.
+func withRedis(f func(cmd *cobra.Command, args []string, c config.Config, rc redis.UniversalClient) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := loadConfig(cmd)
+		if err != nil {
+			return err
+		}
+		rc, err := app.RedisClient(c.Redis)
+		if err != nil {
+			return usageError{err}
+		}
+		defer rc.Close()
+		return f(cmd, args, c, rc)
+	}
 }
