@@ -389,3 +389,59 @@ func TestReleaseKilled(t *testing.T) {
 		t.Errorf("after the restart: %d applied, park %+v; want each of the %d held events once", got.TotalActivity, got.Park, held)
 	}
 }
+
+// TestParkHoldsBufferedEvents: a user's events waiting in the reorder
+// buffer when it is parked are held with the later ones (the commit point
+// no longer waits for them), and the release applies them in sequence
+// order: no gap is given up.
+func TestParkHoldsBufferedEvents(t *testing.T) {
+	panicOn(t, nil, "bad")
+	e := newMemEnv(t, 1).withParked()
+	r := e.start(e.parkOptions())
+	e.send(activity("s1", "u-s", 1, 1), activity("s3", "u-s", 3, 3))
+	testenv.Eventually(t, 10*time.Second, func() bool { return metric(r.reg, "streamworker_buffered_events") == 1 }, "s3 was not buffered")
+	e.send(plain("bad", "u-s", 4), activity("s2", "u-s", 2, 2))
+	e.waitProcessed(r)
+	if got := e.parkedRecords(); !slices.Equal(got, []string{"s3 2", "s2 2"}) {
+		t.Errorf("parked topic %q; want the buffered s3, then s2, held since the bad record (offset 2)", got)
+	}
+	if n := metric(r.reg, "streamworker_buffered_events"); n != 0 {
+		t.Errorf("%v events still buffered after the park", n)
+	}
+	e.send(releaseRecord("u-s"))
+	e.waitProcessed(r)
+	st := e.decoded("u-s")
+	if st.TotalActivity != 3 || st.LastSequence != 3 || st.Park != nil || len(e.gapRecords()) != 0 {
+		t.Errorf("after the release: %+v, park %+v, %d gaps; want s1-s3 applied in order, no gap", st.Snapshot("u-s"), st.Park, len(e.gapRecords()))
+	}
+}
+
+// TestControlRecordsHarmless: a control record asks for a release or goes
+// to the DLQ (invalid_control); a release of a user that is not parked, or
+// read on another partition than the user's park, changes nothing.
+func TestControlRecordsHarmless(t *testing.T) {
+	panicOn(t, nil, "bad")
+	e := newMemEnv(t, 2).withParked()
+	r := e.start(e.parkOptions())
+	bad := plain("bad", "u-c", 1)
+	bad.Partition = 0
+	e.sendTo(bad)
+	e.waitProcessed(r)
+	odd := releaseRecord("u-c")
+	odd.Headers[0].Value = []byte("apply-everything")
+	keyless := releaseRecord("")
+	elsewhere := releaseRecord("u-c")
+	elsewhere.Partition = 1
+	odd.Partition, keyless.Partition = 0, 0
+	e.sendTo(odd, keyless, elsewhere, func() *kgo.Record { x := releaseRecord("u-free"); x.Partition = 1; return x }())
+	e.waitProcessed(r)
+	if got := slices.Sorted(slices.Values(e.dlqReasons())); !slices.Equal(got, []string{"internal_error", "invalid_control", "invalid_control"}) {
+		t.Errorf("DLQ reasons %q; want the bad record and the two invalid control records", got)
+	}
+	if st := e.decoded("u-c"); st.Park == nil || metric(r.reg, "streamworker_users_released_total") != 0 {
+		t.Errorf("a control record released u-c: park %+v", st.Park)
+	}
+	if e.stateOf("u-free") != nil {
+		t.Error("a release of a user that is not parked wrote its state")
+	}
+}
