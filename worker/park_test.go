@@ -338,14 +338,7 @@ func TestReleaseKilled(t *testing.T) {
 	// u-k was parked at input offset 0 (the record on the DLQ), and 40 of
 	// its events were held since, as a worker holds them.
 	const held = 40
-	st := processors.State{Park: &processors.Park{Offset: 0, HeldThrough: held, Reason: "internal_error"}}
-	data, err := st.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := e.store.Commit(context.Background(), []state.Write{{Aggregate: "u-k", Data: data}}); err != nil || out[0] != state.Committed {
-		t.Fatalf("parking u-k: %v %v", out, err)
-	}
+	e.parkByHand("u-k", held)
 	var recs []*kgo.Record
 	for i := range held {
 		r := plain(fmt.Sprintf("k%d", i+1), "u-k", i%60)
@@ -364,7 +357,7 @@ func TestReleaseKilled(t *testing.T) {
 	if err := e.kafka.Client(t).ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	parkEnv := []string{"SW_INPUT_ON_POISON=park", "SW_TOPICS_PARKED=" + e.names.Parked}
+	parkEnv := e.parkEnv()
 
 	p := e.spawnWith("release-0", append(parkEnv, "SW_KAFKA_COMMIT_INTERVAL=1h")...)
 	p.waitLog(t, "partitions assigned")
@@ -443,5 +436,75 @@ func TestControlRecordsHarmless(t *testing.T) {
 	}
 	if e.stateOf("u-free") != nil {
 		t.Error("a release of a user that is not parked wrote its state")
+	}
+}
+
+// parkByHand stores user as parked at input offset 0 (as if the record
+// there had failed), with events held through heldThrough.
+func (e *env) parkByHand(user string, heldThrough int64) {
+	e.t.Helper()
+	st := processors.State{Park: &processors.Park{Offset: 0, HeldThrough: heldThrough, Reason: "internal_error"}}
+	data, err := st.MarshalBinary()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if out, err := e.store.Commit(context.Background(), []state.Write{{Aggregate: user, Data: data}}); err != nil || out[0] != state.Committed {
+		e.t.Fatalf("parking %s: %v %v", user, out, err)
+	}
+}
+
+// parkEnv is the environment of a spawned worker that parks.
+func (e *env) parkEnv() []string {
+	return []string{"SW_INPUT_ON_POISON=park", "SW_TOPICS_PARKED=" + e.names.Parked}
+}
+
+// TestHeldKilled: a worker process killed by SIGKILL after it held a
+// parked user's events (the holds persisted) but before their offsets were
+// committed: the next worker reads them again and holds none of them a
+// second time; the release applies each once. Another user's events, read
+// twice too, are applied once.
+func TestHeldKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("separate processes; skipped with -short")
+	}
+	e := newEnv(t, 1, fastGroups).withParked()
+	e.send(plain("h0", "u-h", 0)) // offset 0: stands for the record that parked u-h
+	e.parkByHand("u-h", 0)
+	const n = 30
+	var recs []*kgo.Record
+	for i := 1; i <= n; i++ {
+		recs = append(recs, plain(fmt.Sprintf("h%d", i), "u-h", i), plain(fmt.Sprintf("o%d", i), "u-o", i))
+	}
+	last := int64(2 * n) // the offset of the last record
+
+	p := e.spawnWith("held-0", append(e.parkEnv(), "SW_KAFKA_COMMIT_INTERVAL=1h")...)
+	p.waitLog(t, "partitions assigned")
+	e.send(recs...)
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		st := e.decoded("u-h")
+		return st.Park != nil && st.Park.HeldThrough >= last-1 && e.applied("u-o") == n
+	}, "the worker did not persist the holds")
+	p.signal(syscall.SIGKILL)
+	if c := e.committed()[0]; c > last {
+		t.Fatalf("committed offset %d; the kill was meant to come before the offset commit", c)
+	}
+	if got := len(e.readAll(e.names.Parked)); got != n {
+		t.Fatalf("%d events held before the kill, want %d", got, n)
+	}
+
+	p = e.spawnWith("held-1", e.parkEnv()...)
+	e.waitDrained(60 * time.Second)
+	if got := len(e.readAll(e.names.Parked)); got != n {
+		t.Errorf("%d records on the parked topic after the restart, want the %d held once", got, n)
+	}
+	e.send(releaseRecord("u-h"))
+	e.waitDrained(60 * time.Second)
+	p.waitLog(t, "user released")
+	p.signal(syscall.SIGTERM)
+	if st := e.decoded("u-h"); st.Park != nil || st.TotalActivity != n {
+		t.Errorf("u-h after the release: %d applied, park %+v; want each of the %d held events once", st.TotalActivity, st.Park, n)
+	}
+	if got := e.applied("u-o"); got != n {
+		t.Errorf("u-o: %d applied, want %d", got, n)
 	}
 }
