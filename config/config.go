@@ -104,6 +104,7 @@ type Topics struct {
 	Anomalies         string `yaml:"anomalies" doc:"Output topic of detected anomalies."`
 	DLQ               string `yaml:"dlq" doc:"Dead-letter topic for input that cannot be processed."`
 	Gaps              string `yaml:"gaps" doc:"Output topic of sequence gaps given up on."`
+	Parked            string `yaml:"parked" doc:"Topic of the events held for parked users (input.on_poison: park); same partition count as the input."`
 	Partitions        int    `yaml:"partitions" doc:"Partitions of the topics created by topics ensure."`
 	ReplicationFactor int    `yaml:"replication_factor" doc:"Replication factor of the topics created by topics ensure; -1 means the broker default."`
 }
@@ -154,6 +155,7 @@ type Sequencing struct {
 type Input struct {
 	MaxBytes            ByteSize `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
 	UnknownTypes        string   `yaml:"unknown_types" doc:"What to do with events of an unknown type: skip or dlq."`
+	OnPoison            string   `yaml:"on_poison" doc:"What to do with the user of a record that fails by itself (internal_error, output_too_large): dlq sends the record to the DLQ; park also holds the user's later events on topics.parked until streamworker parked release."`
 	MaxIDBytes          ByteSize `yaml:"max_id_bytes" doc:"Longest accepted event id; longer ones go to the DLQ (1B to 64KiB)."`
 	MaxAggregateIDBytes ByteSize `yaml:"max_aggregate_id_bytes" doc:"Longest accepted aggregateId (user); longer ones go to the DLQ (1B to 64KiB)."`
 	MaxLabelBytes       ByteSize `yaml:"max_label_bytes" doc:"Longest accepted action, resource and event type; longer ones go to the DLQ (1B to 64KiB)."`
@@ -257,6 +259,7 @@ func Default() Config {
 			Anomalies:         names.Anomalies,
 			DLQ:               names.DLQ,
 			Gaps:              names.Gaps,
+			Parked:            names.Parked,
 			Partitions:        12,
 			ReplicationFactor: -1,
 		},
@@ -276,7 +279,7 @@ func Default() Config {
 			MaxBufferedPartition: seq.MaxPerPartition,
 			MaxBufferedBytes:     ByteSize(seq.MaxBytes),
 		},
-		Input: Input{MaxBytes: ByteSize(lim.MaxBytes), UnknownTypes: "skip",
+		Input: Input{MaxBytes: ByteSize(lim.MaxBytes), UnknownTypes: "skip", OnPoison: "dlq",
 			MaxIDBytes: ByteSize(lim.MaxIDBytes), MaxAggregateIDBytes: ByteSize(lim.MaxAggregateIDBytes), MaxLabelBytes: ByteSize(lim.MaxLabelBytes)},
 		Aggregation: Aggregation{MaxResources: proc.MaxResources, MaxActions: proc.MaxActions},
 		Anomaly: Anomaly{

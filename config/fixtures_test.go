@@ -51,7 +51,7 @@ func TestFullFixture(t *testing.T) {
 		Topics: Topics{
 			Input: "prod.user.activity", Aggregates: "prod.user.activity.aggregated",
 			Milestones: "prod.user.milestone.reached", Anomalies: "prod.anomaly.detected",
-			DLQ: "prod.user.activity.dlq", Gaps: "prod.user.activity.gaps", Partitions: 24, ReplicationFactor: 3,
+			DLQ: "prod.user.activity.dlq", Gaps: "prod.user.activity.gaps", Parked: "prod.user.activity.parked", Partitions: 24, ReplicationFactor: 3,
 		},
 		Redis: Redis{
 			Addrs: []string{"sentinel-0:26379", "sentinel-1:26379"}, Username: "worker", Password: "redis-inline-secret",
@@ -62,7 +62,7 @@ func TestFullFixture(t *testing.T) {
 		Dedupe:     Dedupe{TTL: 48 * time.Hour, RecentSize: 5000},
 		State:      State{CacheSize: 0},
 		Sequencing: Sequencing{GapTimeout: time.Minute, MaxBuffered: 50, MaxBufferedPartition: 500, MaxBufferedBytes: 16 * MiB},
-		Input: Input{MaxBytes: 256 * KiB, UnknownTypes: "dlq",
+		Input: Input{MaxBytes: 256 * KiB, UnknownTypes: "dlq", OnPoison: "park",
 			MaxIDBytes: 128, MaxAggregateIDBytes: 64, MaxLabelBytes: 100},
 		Aggregation: Aggregation{MaxResources: 200, MaxActions: 50},
 		Anomaly: Anomaly{Window: 10 * time.Minute, Multiplier: 3.5, MinEvents: 20, DefaultAverageRate: 2,
@@ -193,6 +193,7 @@ var badFixtures = map[string][]string{
 	"input.bad.yaml": {
 		"input.max_bytes = 10: must be between 1KiB and 100MiB",
 		"input.unknown_types = explode: must be one of skip, dlq",
+		"input.on_poison = quarantine: must be one of dlq, park",
 		"sequencing.max_buffered = 0: must be at least 1",
 		"sequencing.max_buffered_partition = -1: must be at least 1",
 		"sequencing.max_buffered_bytes = 0: must be at least 1",

@@ -245,6 +245,7 @@ func (c *Config) validate() problems {
 	for _, tp := range []struct{ key, name string }{
 		{"topics.input", t.Input}, {"topics.aggregates", t.Aggregates}, {"topics.milestones", t.Milestones},
 		{"topics.anomalies", t.Anomalies}, {"topics.dlq", t.DLQ}, {"topics.gaps", t.Gaps},
+		{"topics.parked", t.Parked},
 	} {
 		switch {
 		case tp.name == "":
@@ -309,6 +310,7 @@ func (c *Config) validate() problems {
 	p.check(c.Input.MaxBytes >= KiB && c.Input.MaxBytes <= 100*MiB, "input.max_bytes", c.Input.MaxBytes,
 		"must be between 1KiB and 100MiB")
 	p.oneOf("input.unknown_types", c.Input.UnknownTypes, "skip", "dlq")
+	p.oneOf("input.on_poison", c.Input.OnPoison, "dlq", "park")
 	for _, b := range []struct {
 		key  string
 		size ByteSize

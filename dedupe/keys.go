@@ -122,3 +122,44 @@ func (k Keys) appendTagged(dst []byte, agg string) []byte {
 	}
 	return append(dst, '}')
 }
+
+// ParseState returns the aggregate whose State key is key, and whether key
+// is one: the inverse of State, for tools that scan the state keys.
+func (k Keys) ParseState(key string) (agg string, ok bool) {
+	rest, ok := strings.CutPrefix(key, k.prefix()+":{")
+	if !ok {
+		return "", false
+	}
+	end := strings.IndexByte(rest, '}')
+	if end < 0 || rest[end:] != "}:state" {
+		return "", false
+	}
+	return decodeTag(rest[:end])
+}
+
+// decodeTag returns the aggregate whose hash tag (between the braces) is
+// tag, and whether tag is one appendTagged writes.
+func decodeTag(tag string) (string, bool) {
+	if tag == "" {
+		return "", false
+	}
+	if tag[0] != '~' {
+		return tag, true
+	}
+	var b strings.Builder
+	for i := 1; i < len(tag); i++ {
+		switch {
+		case tag[i] != '%':
+			b.WriteByte(tag[i])
+		case strings.HasPrefix(tag[i:], "%25"):
+			b.WriteByte('%')
+			i += 2
+		case strings.HasPrefix(tag[i:], "%7D"):
+			b.WriteByte('}')
+			i += 2
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
+}

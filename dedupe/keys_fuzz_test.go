@@ -30,26 +30,11 @@ func parseKey(t *testing.T, key string) parsedKey {
 		t.Fatalf("key %q: empty or unclosed hash tag", key)
 	}
 	tag, rest := rest[:end], rest[end+1:]
-	if tag[0] != '~' {
-		p.agg = tag
-	} else {
-		var b strings.Builder
-		for i := 1; i < len(tag); i++ {
-			switch {
-			case strings.HasPrefix(tag[i:], "%25"):
-				b.WriteByte('%')
-				i += 2
-			case strings.HasPrefix(tag[i:], "%7D"):
-				b.WriteByte('}')
-				i += 2
-			case tag[i] == '%':
-				t.Fatalf("key %q: bare '%%' in an escaped tag", key)
-			default:
-				b.WriteByte(tag[i])
-			}
-		}
-		p.agg = b.String()
+	agg, ok := decodeTag(tag)
+	if !ok {
+		t.Fatalf("key %q: bare '%%' in an escaped tag", key)
 	}
+	p.agg = agg
 	switch {
 	case rest == ":state":
 	case strings.HasPrefix(rest, ":seen:"):

@@ -90,3 +90,19 @@ func BenchmarkAppendSeen(b *testing.B) {
 		buf = k.AppendSeen(buf[:0], "u-42", "evt-8f14e45f")
 	}
 }
+
+// TestParseState: ParseState inverts State for ordinary and escaped
+// aggregates, and refuses mark keys and keys of another prefix.
+func TestParseState(t *testing.T) {
+	k := Keys{Prefix: "pf"}
+	for _, agg := range []string{"u-42", "", "~x", "a}b", "%}%7D", "~%25"} {
+		if got, ok := k.ParseState(k.State(agg)); !ok || got != agg {
+			t.Errorf("ParseState(State(%q)) = %q, %v", agg, got, ok)
+		}
+	}
+	for _, key := range []string{k.Seen("u", "x}:state"), Keys{}.State("u"), "pf:{u}:statex", "pf:{~%zz}:state"} {
+		if agg, ok := k.ParseState(key); ok {
+			t.Errorf("ParseState(%q) = %q, want no state key", key, agg)
+		}
+	}
+}

@@ -29,6 +29,11 @@ const OtherAction = "_other"
 // stateVersion is the first byte of the binary form of a State.
 const stateVersion = 1
 
+// flagParked is the bit of the flags byte that says a Park follows the
+// anomaly time; states written before parking existed never set it, and
+// decode as they did.
+const flagParked = 2
+
 // ErrCorruptState is wrapped by the errors of State.UnmarshalBinary.
 var ErrCorruptState = errors.New("processors: corrupt state")
 
@@ -83,7 +88,30 @@ type State struct {
 	// when anomalyFired.
 	lastAnomalyMillis int64
 	anomalyFired      bool
+
+	// Park, when not nil, says that the user is parked: a record of the
+	// user failed by itself and the user's later events are held on the
+	// parked topic until a release (docs/contract.md, "Parked users").
+	Park *Park
 }
+
+// Park is why and since when a user is parked.
+type Park struct {
+	// Partition and Offset locate the input record that parked the user:
+	// the record sent to the DLQ. Offset also names the park: the records
+	// held during it carry it.
+	Partition int32
+	Offset    int64
+	// HeldThrough is the highest input offset of the user's partition
+	// that has been dealt with while parked: a redelivered record at or
+	// below it is not held again.
+	HeldThrough int64
+	// Reason is the DLQ reason of the record that parked the user.
+	Reason string
+}
+
+// maxParkReason bounds the reason a state keeps.
+const maxParkReason = 256
 
 // AdvanceSequence records that the sequenced event seq (for instance one of
 // an unknown type, which is skipped) took its place in the user's sequence.
@@ -224,9 +252,20 @@ func (s *State) AppendBinary(b []byte) ([]byte, error) {
 	if s.anomalyFired {
 		flags |= 1
 	}
+	if s.Park != nil {
+		flags |= flagParked
+	}
 	b = append(b, flags)
 	if s.anomalyFired {
 		b = binary.AppendVarint(b, s.lastAnomalyMillis)
+	}
+	if k := s.Park; k != nil {
+		b = binary.AppendVarint(b, int64(k.Partition))
+		b = binary.AppendVarint(b, k.Offset)
+		b = binary.AppendVarint(b, k.HeldThrough)
+		reason := k.Reason[:min(len(k.Reason), maxParkReason)]
+		b = binary.AppendUvarint(b, uint64(len(reason)))
+		b = append(b, reason...)
 	}
 	b = appendCounts(b, s.actions)
 	b = appendCounts(b, s.resources)
@@ -273,12 +312,29 @@ func (s *State) UnmarshalBinary(data []byte) error {
 	n.LastActivityMillis = d.varint()
 	n.LastSequence = d.varint()
 	flags := d.byte()
-	if flags&^1 != 0 {
+	if flags&^(1|flagParked) != 0 {
 		d.fail("unknown flags")
 	}
 	if flags&1 != 0 {
 		n.anomalyFired = true
 		n.lastAnomalyMillis = d.varint()
+	}
+	if flags&flagParked != 0 {
+		k := &Park{}
+		part := d.varint()
+		k.Offset = d.varint()
+		k.HeldThrough = d.varint()
+		if l := d.length(1); l <= maxParkReason {
+			k.Reason = string(d.b[d.p : d.p+l])
+			d.p += l
+		} else {
+			d.fail("park reason too long")
+		}
+		if d.err == nil && (part < 0 || part > math.MaxInt32 || k.Offset < 0 || k.HeldThrough < k.Offset) {
+			d.fail("park out of range")
+		}
+		k.Partition = int32(part)
+		n.Park = k
 	}
 	actions := d.counts("actions")
 	resources := d.counts("resources")

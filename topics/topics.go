@@ -15,6 +15,7 @@ type Names struct {
 	Anomalies  string // anomalies detected
 	DLQ        string // records that could not be processed
 	Gaps       string // sequence gaps given up on
+	Parked     string // events held for parked users (input.on_poison: park)
 }
 
 // DefaultNames returns the default topic names.
@@ -26,6 +27,7 @@ func DefaultNames() Names {
 		Anomalies:  "anomaly.detected",
 		DLQ:        "user.activity.dlq",
 		Gaps:       "user.activity.gaps",
+		Parked:     "user.activity.parked",
 	}
 }
 
@@ -63,6 +65,7 @@ func (n Names) fields() []namedField {
 		{"anomalies", n.Anomalies},
 		{"dlq", n.DLQ},
 		{"gaps", n.Gaps},
+		{"parked", n.Parked},
 	}
 }
 
@@ -120,9 +123,12 @@ const (
 // count and replication factor. The aggregates topic is compacted (it holds
 // the latest state per user, keyed by user ID); the other topics use the
 // delete policy with Retention, except the DLQ and gaps topics which keep
-// records for RetentionDLQ. The input and the aggregates topics should have
+// records for RetentionDLQ, and the parked topic keeps its records until
+// they are deleted by hand (retention.ms -1): a held event must outlive its
+// park, however long that lasts. The input, the parked topic and the aggregates topics should have
 // the same partition count so that one user's records share a partition
-// number in both.
+// number in all three (the worker holds a user's events on the parked
+// partition of the same number as their input partition).
 func Specs(n Names, partitions int32, rf int16) []Spec {
 	del := func(name string, retention time.Duration) Spec {
 		return Spec{Name: name, Partitions: partitions, ReplicationFactor: rf, Configs: map[string]*string{
@@ -139,6 +145,10 @@ func Specs(n Names, partitions int32, rf int16) []Spec {
 		del(n.Anomalies, Retention),
 		del(n.DLQ, RetentionDLQ),
 		del(n.Gaps, RetentionDLQ),
+		{Name: n.Parked, Partitions: partitions, ReplicationFactor: rf, Configs: map[string]*string{
+			ConfigCleanupPolicy: ptr(CleanupDelete),
+			ConfigRetentionMs:   ptr("-1"),
+		}},
 	}
 }
 

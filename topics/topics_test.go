@@ -16,6 +16,7 @@ func TestDefaultNames(t *testing.T) {
 		Anomalies:  "anomaly.detected",
 		DLQ:        "user.activity.dlq",
 		Gaps:       "user.activity.gaps",
+		Parked:     "user.activity.parked",
 	}
 	if got := topics.DefaultNames(); got != want {
 		t.Fatalf("got %+v", got)
@@ -38,6 +39,7 @@ func TestNamesValidate(t *testing.T) {
 		{"too long", func(n *topics.Names) { n.Anomalies = strings.Repeat("a", 250) }, "topics.anomalies"},
 		{"longest legal", func(n *topics.Names) { n.Anomalies = strings.Repeat("a", 249) }, ""},
 		{"duplicate", func(n *topics.Names) { n.Milestones = n.Aggregates }, "topics.milestones"},
+		{"parked is the DLQ", func(n *topics.Names) { n.Parked = n.DLQ }, "topics.parked"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,7 +59,7 @@ func TestNamesValidate(t *testing.T) {
 func TestSpecs(t *testing.T) {
 	n := topics.DefaultNames()
 	specs := topics.Specs(n, 12, 3)
-	if len(specs) != 6 {
+	if len(specs) != 7 {
 		t.Fatalf("%d specs", len(specs))
 	}
 	byName := map[string]topics.Spec{}
@@ -81,6 +83,7 @@ func TestSpecs(t *testing.T) {
 		{n.Anomalies, "delete", "604800000"},
 		{n.DLQ, "delete", "1209600000"},
 		{n.Gaps, "delete", "1209600000"},
+		{n.Parked, "delete", "-1"}, // held events outlive their park
 	}
 	for _, tt := range tests {
 		if _, ok := byName[tt.topic]; !ok {

@@ -19,7 +19,22 @@ type item struct {
 	agg  *aggregate
 	skip bool // an unknown type: it takes its place in the sequence and changes nothing else
 	seen bool // Redis holds its dedupe mark
+	kind itemKind
+	// the park an item of kind parkUser starts; for kind heldEvent, the
+	// park (its offset) the event was held in
+	park    *poisonError
+	episode int64
 }
+
+// itemKind says what an item asks of its aggregate (park.go).
+type itemKind uint8
+
+const (
+	eventItem   itemKind = iota // an input event
+	parkUser                    // park the user: its record failed by itself and went to the DLQ
+	releaseUser                 // a release control record
+	heldEvent                   // an event read back from the parked topic by a release
+)
 
 // aggregate is one user's state as the partition knows it. The partition's
 // cache holds aggregates from batch to batch.
@@ -32,6 +47,10 @@ type aggregate struct {
 	// change is this aggregate's entry in the batch in hand, plus one; 0
 	// when the batch has not touched it.
 	change int
+	// releasing is set while the batch in hand releases the park at
+	// releaseEpisode (park.go).
+	releasing      bool
+	releaseEpisode int64
 }
 
 // change is what the batch in hand does to one aggregate.
@@ -70,9 +89,11 @@ type batch struct {
 	writes []state.Write
 	owners []*aggregate
 
-	dlqCount map[string]int
-	n        tally
-	oversize *poisonError // the first output that could not be produced, and the record that caused it
+	dlqCount   map[string]int
+	releases   []*aggregate // the users the batch releases (park.go)
+	releasedAt []parkedAt   // and those whose park it cleared
+	n          tally
+	oversize   *poisonError // the first output that could not be produced, and the record that caused it
 }
 
 // touch returns a's change in the batch, adding one if the batch has not
@@ -113,6 +134,8 @@ func (b *batch) reset() {
 	b.vals.reset()
 	b.slabs.reset()
 	clear(b.dlqCount)
+	clear(b.releases)
+	b.releases, b.releasedAt = b.releases[:0], b.releasedAt[:0]
 	b.n = tally{}
 }
 
@@ -180,6 +203,7 @@ func (s *recordSlabs) reset() { s.used = 0 }
 // is done, so a batch run again after a failure is counted once.
 type tally struct {
 	consumed, keyMismatch, skipped, duplicates, late, processed, stale, milestones, gaps int
+	held, parked, released                                                               int
 	anomalies                                                                            [2]int // high, critical
 }
 
@@ -199,6 +223,9 @@ func (b *batch) flush(m *metrics, topic string) {
 	add(m.processed, n.processed, topic)
 	add(m.stale, n.stale, topic)
 	add(m.gaps, n.gaps, topic)
+	add(m.held, n.held, topic)
+	add(m.parked, n.parked, topic)
+	add(m.released, n.released, topic)
 	add(m.anomalies, n.anomalies[0], processors.SeverityHigh)
 	add(m.anomalies, n.anomalies[1], processors.SeverityCritical)
 	if n.milestones > 0 {

@@ -21,6 +21,17 @@ func (p *partition) decode(r *kgo.Record) {
 	if p.poisoned(r) {
 		return
 	}
+	if value, ok := controlRecord(r); ok {
+		p.control(r, value)
+		return
+	}
+	p.decodeEvent(r, eventItem, 0)
+}
+
+// decodeEvent validates r and appends its event to the batch's items as an
+// item of kind (an input event, or a held one of the park episode).
+func (p *partition) decodeEvent(r *kgo.Record, kind itemKind, episode int64) {
+	b := &p.b
 	p.headers = p.headers[:0]
 	for _, h := range r.Headers {
 		p.headers = append(p.headers, topics.Header{Key: h.Key, Value: h.Value})
@@ -50,5 +61,5 @@ func (p *partition) decode(r *kgo.Record) {
 		}
 		skip = true // sequenced: it still takes its place in the sequence
 	}
-	b.items = append(b.items, item{rec: r, ev: ev, skip: skip})
+	b.items = append(b.items, item{rec: r, ev: ev, skip: skip, kind: kind, episode: episode})
 }

@@ -27,7 +27,7 @@ func (p *partition) emit(topic string, it *item, value []byte) {
 	traceparent := len("traceparent") + len(it.ev.TraceParent)
 	if size := recordSize(a.key, value, 1) + traceparent; size > p.w.opts.MaxMessageBytes {
 		if b.oversize == nil {
-			b.oversize = &poisonError{offset: it.rec.Offset, stage: "encode", reason: "output_too_large",
+			b.oversize = &poisonError{partition: it.rec.Partition, offset: it.rec.Offset, stage: "encode", reason: "output_too_large", aggregate: a.id,
 				detail: fmt.Sprintf("its %d-byte output to %s exceeds the largest record the producer sends (kafka.max_message_bytes %d)",
 					size, topic, p.w.opts.MaxMessageBytes)}
 		}
@@ -45,7 +45,7 @@ func (p *partition) emit(topic string, it *item, value []byte) {
 
 // emitAggregate queues a's aggregated output, caused by the event it.
 func (p *partition) emitAggregate(a *aggregate, it *item) {
-	p.cur = it.rec
+	p.cur, p.curAgg = it.rec, a.id
 	meta := topics.MetaFor(&it.ev, topics.AggregateID(a.id, it.ev.ID))
 	p.b.scratch = a.st.AppendAggregated(p.b.scratch[:0], meta, a.id)
 	p.emit(p.w.opts.Topics.Aggregates, it, p.b.scratch)

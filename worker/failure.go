@@ -16,16 +16,33 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/topics"
 )
+
+// recordKey names an input record: its partition and offset (a held event
+// of a release is named by the input record it copies).
+type recordKey struct {
+	partition int32
+	offset    int64
+}
+
+func keyOf(r *kgo.Record) recordKey { return recordKey{r.Partition, r.Offset} }
 
 // poisonError names the record that made an attempt of a batch fail.
 type poisonError struct {
-	offset int64
-	stage  string // where it failed: decode, process, encode
-	reason string // the DLQ reason: internal_error, output_too_large
-	detail string
-	stack  []byte // of a panic
+	partition int32
+	offset    int64
+	stage     string // where it failed: decode, process, encode
+	reason    string // the DLQ reason: internal_error, output_too_large
+	detail    string
+	stack     []byte // of a panic
+	// aggregate is the record's user, when it decoded: with
+	// input.on_poison: park, that user is parked (park.go).
+	aggregate string
 }
+
+func (e *poisonError) key() recordKey { return recordKey{e.partition, e.offset} }
 
 func (e *poisonError) Error() string {
 	return fmt.Sprintf("record at offset %d failed in %s: %s: %s", e.offset, e.stage, e.reason, e.detail)
@@ -45,7 +62,7 @@ func (e *internalError) Error() string { return fmt.Sprintf("panic in %s: %v", e
 // poisonError naming the record in hand (p.cur), or into an internalError
 // when there is none or that record already failed once.
 func (p *partition) guard(stage string, f func()) (err error) {
-	p.cur = nil
+	p.cur, p.curAgg = nil, ""
 	defer func() {
 		v := recover()
 		if v == nil {
@@ -54,8 +71,8 @@ func (p *partition) guard(stage string, f func()) (err error) {
 		stack := debug.Stack()
 		p.w.m.internalErrors.WithLabelValues(stage).Inc()
 		if r := p.cur; r != nil {
-			if _, again := p.poison[r.Offset]; !again {
-				err = &poisonError{offset: r.Offset, stage: stage, reason: "internal_error", detail: fmt.Sprint(v), stack: stack}
+			if _, again := p.poison[keyOf(r)]; !again {
+				err = &poisonError{partition: r.Partition, offset: r.Offset, stage: stage, reason: "internal_error", detail: fmt.Sprint(v), stack: stack, aggregate: p.curAgg}
 				return
 			}
 		}
@@ -69,24 +86,33 @@ func (p *partition) guard(stage string, f func()) (err error) {
 // attempt sends it to the DLQ (see decode).
 func (p *partition) blame(e *poisonError) {
 	if p.poison == nil {
-		p.poison = make(map[int64]*poisonError)
+		p.poison = make(map[recordKey]*poisonError)
 	}
-	p.poison[e.offset] = e
+	p.poison[e.key()] = e
 	args := []any{"partition", p.id, "offset", e.offset, "stage", e.stage, "reason", e.reason, "error", e.detail}
 	if e.stack != nil {
 		args = append(args, "stack", string(e.stack))
+	}
+	if p.w.opts.OnPoison == PoisonPark && e.aggregate != "" {
+		args = append(args, "aggregate", e.aggregate)
+		p.w.log.Error("record failed; sending it to the DLQ, parking its user and running its batch again without it", args...)
+		return
 	}
 	p.w.log.Error("record failed; sending it to the DLQ and running its batch again without it", args...)
 }
 
 // poisoned sends r to the DLQ if an earlier attempt blamed it, and reports
-// whether it did.
+// whether it did. With input.on_poison: park, it also parks r's user, in
+// r's place in the batch.
 func (p *partition) poisoned(r *kgo.Record) bool {
-	e, ok := p.poison[r.Offset]
+	e, ok := p.poison[keyOf(r)]
 	if !ok {
 		return false
 	}
 	p.dlq(r, "", e.reason, e.detail, e.stage)
+	if p.w.opts.OnPoison == PoisonPark && e.aggregate != "" {
+		p.b.items = append(p.b.items, item{rec: r, ev: topics.Event{AggregateID: e.aggregate}, kind: parkUser, park: e})
+	}
 	return true
 }
 

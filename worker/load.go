@@ -31,6 +31,9 @@ func (p *partition) load() error {
 			need = append(need, a.id)
 		}
 		b.touch(a)
+		if it.kind == parkUser || it.kind == releaseUser {
+			continue // no event of its own
+		}
 		if p.recent.Contains(a.id, it.ev.ID) {
 			continue
 		}

@@ -25,6 +25,9 @@ type metrics struct {
 	milestones  prometheus.Counter
 	anomalies   *prometheus.CounterVec // severity
 	conflicts   *prometheus.CounterVec // kind
+	held        *prometheus.CounterVec // topic
+	parked      *prometheus.CounterVec // topic
+	released    *prometheus.CounterVec // topic
 
 	buffered      prometheus.Gauge
 	bufferedBytes prometheus.Gauge
@@ -76,6 +79,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		anomalies: counter("anomalies_total", "Anomalies detected, by severity.", "severity"),
 		conflicts: counter("state_conflicts_total", "State writes rejected by Redis (version: fenced by another owner; mark: event already applied).", "kind"),
 
+		held: counter("events_held_total",
+			"Input events of parked users held on the parked topic instead of being applied (input.on_poison: park).", "topic"),
+		parked:   counter("users_parked_total", "Users parked because one of their records failed by itself (input.on_poison: park).", "topic"),
+		released: counter("users_released_total", "Parked users released: their held events applied in order and the park cleared.", "topic"),
+
 		buffered:      gauge("buffered_events", "Events held in the reorder buffers of this worker."),
 		bufferedBytes: gauge("buffered_bytes", "Bytes of events held in the reorder buffers of this worker."),
 
@@ -115,7 +123,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.dlq, m.outputs, m.milestones, m.anomalies, m.conflicts, m.buffered, m.bufferedBytes, m.batchSeconds,
 			m.endToEnd, m.redisSeconds, m.redisErrors, m.produceErrors, m.rebalances, m.assigned, m.ready,
 			m.consumerLag, m.processedLag, m.lagSeconds, m.backlog, m.dedupeHeadroom, m.commitsTotal,
-			m.commitErrors, m.partitionResets, m.internalErrors, m.stuckSeconds)
+			m.commitErrors, m.partitionResets, m.internalErrors, m.stuckSeconds, m.held, m.parked, m.released)
 	}
 	return m
 }

@@ -23,6 +23,13 @@ const (
 	UnknownDLQ  = "dlq"
 )
 
+// Poison policies for Options.OnPoison: what happens to the user of a
+// record that fails by itself (docs/contract.md, "Parked users").
+const (
+	PoisonDLQ  = "dlq"
+	PoisonPark = "park"
+)
+
 // Options configures a Worker. Every field holds the effective value: the
 // defaults live in one place, the configuration (config.Default), and New
 // refuses a value that cannot work instead of replacing it. Only Logger,
@@ -85,6 +92,9 @@ type Options struct {
 	MaxMessageBytes int
 	// UnknownTypes is UnknownSkip or UnknownDLQ.
 	UnknownTypes string
+	// OnPoison is PoisonDLQ or PoisonPark. With PoisonPark, Topics.Parked
+	// must be named and have the input's partition count.
+	OnPoison string
 	// CoalesceAggregates publishes one aggregated snapshot per user per
 	// batch instead of one per applied event.
 	CoalesceAggregates bool
@@ -124,6 +134,9 @@ func (o *Options) validate() error {
 	check(o.Store != nil || o.Redis != nil, "neither a Store nor a Redis client")
 	check(o.Topics.Input != "" && o.Topics.Aggregates != "" && o.Topics.Milestones != "" &&
 		o.Topics.Anomalies != "" && o.Topics.DLQ != "" && o.Topics.Gaps != "", "every topic must be named: %+v", o.Topics)
+	check(o.OnPoison == PoisonDLQ || o.OnPoison == PoisonPark,
+		"OnPoison %q is neither %q nor %q", o.OnPoison, PoisonDLQ, PoisonPark)
+	check(o.OnPoison != PoisonPark || o.Topics.Parked != "", "OnPoison %q needs Topics.Parked", PoisonPark)
 	check(o.UnknownTypes == UnknownSkip || o.UnknownTypes == UnknownDLQ,
 		"UnknownTypes %q is neither %q nor %q", o.UnknownTypes, UnknownSkip, UnknownDLQ)
 	for _, d := range []struct {

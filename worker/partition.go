@@ -75,8 +75,10 @@ type partition struct {
 	faulting      bool  // retrying a failed Redis or Kafka call
 	faultAttempts int
 	lastFaultLog  time.Time
-	cur           *kgo.Record            // the record a stage is working on, blamed for a panic
-	poison        map[int64]*poisonError // records an earlier attempt of the batch failed on
+	lastSegment   bool                       // the batch in hand ends the records of one poll (progress.go)
+	cur           *kgo.Record                // the record a stage is working on, blamed for a panic
+	curAgg        string                     // its user, once known
+	poison        map[recordKey]*poisonError // records an earlier attempt of the batch failed on
 	headers       []topics.Header
 	b             batch
 }
@@ -202,10 +204,26 @@ func (p *partition) stopAndWait() {
 	}
 }
 
-// process runs one batch through the pipeline. A nil batch only gives up
-// expired gaps. It returns when the batch is done or the partition stops; an
+// process runs the records of one poll through the pipeline, every control
+// record in a batch of its own (park.go). A nil batch only gives up expired
+// gaps. It returns when the records are done or the partition stops; an
 // abandoned batch is simply not marked done.
 func (p *partition) process(recs []*kgo.Record) {
+	if len(recs) == 0 {
+		p.lastSegment = true
+		p.processBatch(nil)
+		return
+	}
+	segments(recs, func(seg []*kgo.Record, last bool) bool {
+		p.lastSegment = last
+		p.processBatch(seg)
+		return !p.stopping()
+	})
+}
+
+// processBatch runs one batch through the pipeline until it is done or the
+// partition stops.
+func (p *partition) processBatch(recs []*kgo.Record) {
 	start := time.Now()
 	conflicts, stackLogged := 0, false
 	for attempt := 0; ; {
@@ -220,10 +238,11 @@ func (p *partition) process(recs []*kgo.Record) {
 		// store and run the unfinished records again; dedupe marks make
 		// that safe.
 		p.w.m.partitionResets.Inc()
-		recs = p.reset(recs)
 		var poison *poisonError
+		isPoison := errors.As(err, &poison) && p.poison[poison.key()] == nil
+		recs = p.reset(recs)
 		switch {
-		case errors.As(err, &poison) && p.poison[poison.offset] == nil:
+		case isPoison:
 			// Without the record, the batch runs again at once.
 			p.blame(poison)
 			continue
@@ -274,6 +293,9 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 	}); err != nil {
 		return err
 	}
+	if err := p.collectHeld(); err != nil {
+		return err
+	}
 	if err := p.load(); err != nil {
 		return err
 	}
@@ -289,6 +311,7 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 	if err := p.persist(); err != nil {
 		return err
 	}
+	p.logReleases()
 	p.b.flush(p.w.m, p.topic)
 	if n := len(recs); n > 0 {
 		p.next = recs[n-1].Offset + 1
@@ -304,7 +327,9 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 func (p *partition) reset(recs []*kgo.Record) []*kgo.Record {
 	var again []*kgo.Record
 	for _, it := range p.buf.All() {
-		again = append(again, it.rec)
+		if it.kind == eventItem { // a held event of a release is read again from the parked topic
+			again = append(again, it.rec)
+		}
 	}
 	again = append(again, recs...)
 	slices.SortFunc(again, func(a, b *kgo.Record) int { return cmp.Compare(a.Offset, b.Offset) })

@@ -28,6 +28,13 @@ type proc struct {
 
 func (e *env) spawn(name string) *proc {
 	e.t.Helper()
+	return e.spawnWith(name)
+}
+
+// spawnWith spawns a worker process with extra environment variables
+// (later ones win).
+func (e *env) spawnWith(name string, extra ...string) *proc {
+	e.t.Helper()
 	bin := testenv.BuildBinary(e.t, "github.com/streamworker/streamworker/cmd/streamworker")
 	cmd := exec.Command(bin, "run")
 	cmd.Env = append(os.Environ(),
@@ -50,6 +57,7 @@ func (e *env) spawn(name string) *proc {
 		"SW_SHUTDOWN_TIMEOUT=15s",
 		"SW_RETRY_MAX_BACKOFF=500ms",
 	)
+	cmd.Env = append(cmd.Env, extra...)
 	p := &proc{cmd: cmd, out: &testenv.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = cmd.Stdout

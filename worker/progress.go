@@ -21,7 +21,7 @@ func (p *partition) markDone(recs []*kgo.Record) {
 	if p.next >= 0 {
 		p.doneOffset = p.next
 	}
-	if len(recs) > 0 && len(p.pendingTS) > 0 {
+	if len(recs) > 0 && p.lastSegment && len(p.pendingTS) > 0 {
 		p.pendingTS = p.pendingTS[1:]
 	}
 	p.oldest = time.Time{}

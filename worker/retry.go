@@ -51,7 +51,7 @@ func transient(err error) bool {
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
 		return false
-	case errors.Is(err, errProduce):
+	case errors.Is(err, errProduce), errors.Is(err, errParkedRead):
 		return true
 	}
 	return state.IsRetryable(err)

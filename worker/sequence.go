@@ -23,6 +23,7 @@ func (p *partition) sequenceAll(now time.Time) {
 	for i := range b.items {
 		p.sequence(&b.items[i], now)
 	}
+	p.finishReleases(now)
 	for _, id := range p.buf.Expired(now, nil) {
 		if a := p.cache[id]; a != nil {
 			p.giveUp(a, now)
@@ -40,10 +41,16 @@ func (p *partition) sequenceAll(now time.Time) {
 // sequence applies, buffers, or drops one event.
 func (p *partition) sequence(it *item, now time.Time) {
 	a := it.agg
+	if p.parkSequence(a, it, now) {
+		return
+	}
 	// Seen in the store, recently applied, or applied earlier in this
 	// batch (the recent front is bounded, a batch's own marks are not).
 	if it.seen || p.recent.Contains(a.id, it.ev.ID) || slices.Contains(p.b.touch(a).marks, it.ev.ID) {
 		p.b.n.duplicates++
+		return
+	}
+	if p.holdIfParked(a, it) {
 		return
 	}
 	seq := it.ev.Sequence
@@ -62,7 +69,7 @@ func (p *partition) sequence(it *item, now time.Time) {
 				" and the event was never applied (its gap was given up)", "sequencer")
 			return
 		}
-		held := &item{rec: cloneRecord(it.rec), ev: it.ev, agg: a, skip: it.skip}
+		held := &item{rec: cloneRecord(it.rec), ev: it.ev, agg: a, skip: it.skip, kind: it.kind, episode: it.episode}
 		switch p.buf.Add(a.id, seq, it.ev.ID, it.rec.Offset, heldSize(it.rec), now, held) {
 		case sequencing.Buffered:
 			return
@@ -94,7 +101,7 @@ var applyHook func(*topics.Event)
 
 // apply runs the processors for one event and queues its outputs.
 func (p *partition) apply(a *aggregate, it *item) {
-	p.cur = it.rec
+	p.cur, p.curAgg = it.rec, a.id
 	c := p.b.touch(a)
 	c.changed = true
 	c.marks = append(c.marks, it.ev.ID)
@@ -165,7 +172,7 @@ func (p *partition) giveUp(a *aggregate, now time.Time) {
 // skipTo records the gap before a's sequence seq, caused by it, and makes
 // seq the expected sequence.
 func (p *partition) skipTo(a *aggregate, seq int64, it *item) {
-	p.cur = it.rec
+	p.cur, p.curAgg = it.rec, a.id
 	expected := sequencing.Expected(a.st.LastSequence)
 	a.st.LastSequence = seq - 1
 	p.b.touch(a).changed = true

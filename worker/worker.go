@@ -119,6 +119,7 @@ func New(opts Options) (*Worker, error) {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
+		kgo.RecordPartitioner(newParkedPartitioner(opts.Topics.Parked)),
 		// A short wait for a few KiB: at low rates a fetch gathers a few
 		// milliseconds of records (fewer, larger batches cost less CPU per
 		// event), and a fetch for partitions with nothing new does not hold

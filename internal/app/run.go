@@ -25,7 +25,7 @@ import (
 // Names returns the topic names of c.
 func Names(c config.Topics) topics.Names {
 	return topics.Names{Input: c.Input, Aggregates: c.Aggregates, Milestones: c.Milestones,
-		Anomalies: c.Anomalies, DLQ: c.DLQ, Gaps: c.Gaps}
+		Anomalies: c.Anomalies, DLQ: c.DLQ, Gaps: c.Gaps, Parked: c.Parked}
 }
 
 // ProcessorConfig returns the processor settings of c.
@@ -78,6 +78,7 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 		Limits:             c.Limits(),
 		MaxMessageBytes:    int(c.Kafka.MaxMessageBytes),
 		UnknownTypes:       c.Input.UnknownTypes,
+		OnPoison:           c.Input.OnPoison,
 		CoalesceAggregates: c.Outputs.CoalesceAggregates,
 		Processors:         ProcessorConfig(c),
 		Retry:              worker.Backoff{Initial: c.Retry.InitialBackoff, Max: c.Retry.MaxBackoff},

@@ -1,5 +1,6 @@
 // Package cli is the streamworker command line: run, dev, topics ensure,
-// config check, loadgen, replay, dlq redrive and version.
+// config check, loadgen, replay, dlq redrive, parked list and release, and
+// version.
 package cli
 
 import (
@@ -74,7 +75,7 @@ environment, which wins over the file.`,
 	root.SetUsageFunc(usage)
 	root.Version = buildinfo.String()
 	root.SetVersionTemplate("streamworker {{.Version}}\n")
-	root.AddCommand(runCmd(), devCmd(), topicsCmd(), configCmd(), loadgenCmd(), replayCmd(), dlqCmd(), versionCmd(), lagExporterCmd())
+	root.AddCommand(runCmd(), devCmd(), topicsCmd(), configCmd(), loadgenCmd(), replayCmd(), dlqCmd(), parkedCmd(), versionCmd(), lagExporterCmd())
 	strict(root)
 	return root
 }

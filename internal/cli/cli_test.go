@@ -61,6 +61,8 @@ func TestBadConfigExitsBeforeConnecting(t *testing.T) {
 			[]string{"dedupe.ttl = 1ns", "must be between 1s"}},
 		{"buffer smaller than an input", map[string]string{"SW_SEQUENCING_MAX_BUFFERED_BYTES": "512KiB"}, nil,
 			[]string{"sequencing.max_buffered_bytes = 512KiB", "must be at least input.max_bytes (1MiB)"}},
+		{"unknown poison policy", map[string]string{"SW_INPUT_ON_POISON": "quarantine"}, nil,
+			[]string{"input.on_poison = quarantine", "must be one of dlq, park"}},
 		{"misspelled variable", map[string]string{"SW_KAFKA_BROKER": "x:9092"}, nil,
 			[]string{"SW_KAFKA_BROKER", "did you mean SW_KAFKA_BROKERS?"}},
 	}
@@ -129,7 +131,7 @@ func TestTopicsEnsure(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"user.activity", "user.activity.aggregated", "user.milestone.reached",
-		"anomaly.detected", "user.activity.dlq", "user.activity.gaps"} {
+		"anomaly.detected", "user.activity.dlq", "user.activity.gaps", "user.activity.parked"} {
 		d, ok := details[name]
 		if !ok || len(d.Partitions) != 4 {
 			t.Errorf("topic %s: exists %v with %d partitions, want 4", name, ok, len(d.Partitions))
@@ -141,6 +143,13 @@ func TestTopicsEnsure(t *testing.T) {
 	}
 	if v, err := cfgs.On("user.activity.aggregated", nil); err != nil || !hasConfig(v.Configs, "cleanup.policy", "compact") {
 		t.Errorf("aggregates topic is not compacted: %v %v", v.Configs, err)
+	}
+	cfgs, err = k.Admin(t).DescribeTopicConfigs(context.Background(), "user.activity.parked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := cfgs.On("user.activity.parked", nil); err != nil || !hasConfig(v.Configs, "retention.ms", "-1") {
+		t.Errorf("parked topic has a retention: %v %v", v.Configs, err)
 	}
 }
 

@@ -2,13 +2,20 @@ package cli
 
 import (
 	"fmt"
+	"strconv"
+	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/dedupe"
 	"github.com/streamworker/streamworker/internal/app"
 	"github.com/streamworker/streamworker/internal/ops"
+	"github.com/streamworker/streamworker/state"
 )
 
 func replayCmd() *cobra.Command {
@@ -114,4 +121,88 @@ or the records land in the DLQ again.`,
 	addConfigFlags(redrive.Flags())
 	cmd.AddCommand(redrive)
 	return cmd
+}
+
+func parkedCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "parked", Short: "List and release parked users (input.on_poison: park)"}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the parked users, from their state in Redis",
+		Long: `List every parked user with the input partition and offset of the record that
+parked it (on the DLQ), the highest input offset dealt with since, and the
+reason. It scans the state keys of redis.key_prefix (SCAN, every master of a
+Cluster) and reads each state once: a while on millions of users, without
+blocking Redis. Held events are on topics.parked, partition as listed, with
+the header streamworker.parked.since equal to the offset listed.`,
+		Args: noArgs,
+		RunE: withRedis(func(cmd *cobra.Command, _ []string, c config.Config, rc redis.UniversalClient) error {
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "USER\tPARTITION\tOFFSET\tHELD_THROUGH\tREASON")
+			n := 0
+			err := ops.ListParked(cmd.Context(), rc, dedupe.Keys{Prefix: c.Redis.KeyPrefix}, func(u ops.ParkedUser) error {
+				n++
+				_, err := fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", strconv.Quote(u.User), u.Partition, u.Offset, u.HeldThrough, u.Reason)
+				return err
+			})
+			if ferr := w.Flush(); err == nil {
+				err = ferr
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%d parked users\n", n)
+			return err
+		}),
+	}
+	addConfigFlags(list.Flags())
+	release := &cobra.Command{
+		Use:   "release USER",
+		Short: "Release a parked user: its held events are applied in order",
+		Long: `Send the control record that releases USER (header streamworker.control:
+release, key USER) to the input topic, on the partition where USER was parked,
+after checking in Redis that USER is parked (exit status 1 if not). The worker
+processes it in order with USER's events: it applies USER's held events from
+topics.parked in the order they were held, exactly once, and clears the park.
+If a held event fails by itself again, it goes to the DLQ and USER is parked
+again at it. Fix the cause first (a deploy, a config limit).`,
+		Example: "  streamworker parked release u-42",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("%s takes one argument, the user, got %q", cmd.CommandPath(), args)}
+			}
+			return nil
+		},
+		RunE: withRedis(func(cmd *cobra.Command, args []string, c config.Config, rc redis.UniversalClient) error {
+			cl, err := kafkaClient(c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			store := state.NewRedisStore(rc, dedupe.Keys{Prefix: c.Redis.KeyPrefix}, c.Dedupe.TTL)
+			park, rec, err := ops.Release(cmd.Context(), cl, store, c.Topics.Input, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "release of %q sent to %s[%d] at offset %d (parked at offset %d: %s)\n",
+				args[0], rec.Topic, rec.Partition, rec.Offset, park.Offset, park.Reason)
+			return nil
+		}),
+	}
+	addConfigFlags(release.Flags())
+	cmd.AddCommand(list, release)
+	return cmd
+}
+
+// withRedis returns a RunE that loads the configuration and calls f with it
+// and a Redis client for it.
+func withRedis(f func(cmd *cobra.Command, args []string, c config.Config, rc redis.UniversalClient) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := loadConfig(cmd)
+		if err != nil {
+			return err
+		}
+		rc, err := app.RedisClient(c.Redis)
+		if err != nil {
+			return usageError{err}
+		}
+		defer rc.Close()
+		return f(cmd, args, c, rc)
+	}
 }

@@ -66,7 +66,7 @@ func TestLongCommandsReportProgress(t *testing.T) {
 		args           []string
 		stdout, stderr string
 	}{
-		{[]string{"topics", "ensure"}, "user.activity", "topics ensure 6/6 topics (100%)"},
+		{[]string{"topics", "ensure"}, "user.activity", "topics ensure 7/7 topics (100%)"},
 		{[]string{"replay", "--from-offset", "0"}, "user.activity[1] -> 0", "replay 3/3 steps (100%)"},
 		{[]string{"dlq", "redrive"}, "read 0, redriven 0, skipped 0", "dlq redrive 0 records"},
 	} {

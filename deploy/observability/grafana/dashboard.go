@@ -308,7 +308,13 @@ func Build() (dashboard.Dashboard, error) {
 		WithPanel(graph("Internal errors by stage",
 			"Records that failed inside the worker (a panic or an error no record caused) and were isolated to the DLQ as internal_error, per minute, by pipeline stage. Any is a bug to report.",
 			"cpm", 12,
-			q{`sum by (stage) (rate(streamworker_internal_errors_total{` + sel + `}` + rate + `)) * 60`, "{{stage}}"}))
+			q{`sum by (stage) (rate(streamworker_internal_errors_total{` + sel + `}` + rate + `)) * 60`, "{{stage}}"})).
+		WithPanel(graph("Parked users",
+			"With input.on_poison: park, users parked because one of their records failed by itself (that record is on the DLQ), users released by `streamworker parked release`, and the events of parked users held on the parked topic instead of being applied, per minute. `streamworker parked list` names the users parked now.",
+			"cpm", 24,
+			q{`sum(rate(streamworker_users_parked_total{` + sel + `}` + rate + `)) * 60`, "parked"},
+			q{`sum(rate(streamworker_users_released_total{` + sel + `}` + rate + `)) * 60`, "released"},
+			q{`sum(rate(streamworker_events_held_total{` + sel + `}` + rate + `)) * 60`, "events held"}))
 
 	b.WithRow(dashboard.NewRowBuilder("Processors")).
 		WithPanel(graph("Anomalies by severity",
