@@ -55,7 +55,7 @@ type Kafka struct {
 	Brokers        []string      `yaml:"brokers" doc:"Kafka bootstrap brokers, each host:port."`
 	Group          string        `yaml:"group" doc:"Consumer group ID; not empty."`
 	ClientID       string        `yaml:"client_id" doc:"Client ID sent to the brokers; not empty."`
-	StartOffset    string        `yaml:"start_offset" doc:"Where a new consumer group starts: earliest or latest."`
+	StartOffset    string        `yaml:"start_offset" values:"earliest|latest" doc:"Where a new consumer group starts: earliest or latest."`
 	CommitInterval time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed (10ms to 1h)."`
 	MaxPollRecords int           `yaml:"max_poll_records" doc:"Most records taken in one poll."`
 	// FetchMaxPartitionBytes trades memory for throughput: each partition
@@ -80,7 +80,7 @@ type Kafka struct {
 
 // SASL configures Kafka authentication.
 type SASL struct {
-	Mechanism    string `yaml:"mechanism" doc:"SASL mechanism: empty (none), PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."`
+	Mechanism    string `yaml:"mechanism" values:"|PLAIN|SCRAM-SHA-256|SCRAM-SHA-512" doc:"SASL mechanism: empty (none), PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."`
 	Username     string `yaml:"username" doc:"SASL user name."`
 	Password     Secret `yaml:"password" doc:"SASL password. Prefer the environment or password_file over the file and flags."`
 	PasswordFile string `yaml:"password_file" doc:"File holding the SASL password (e.g. a mounted Secret); Load reads it into password."`
@@ -154,8 +154,8 @@ type Sequencing struct {
 // Input configures input decoding.
 type Input struct {
 	MaxBytes            ByteSize `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
-	UnknownTypes        string   `yaml:"unknown_types" doc:"What to do with events of an unknown type: skip or dlq."`
-	OnPoison            string   `yaml:"on_poison" doc:"What to do with the user of a record that fails by itself (internal_error, output_too_large): dlq sends the record to the DLQ; park also holds the user's later events on topics.parked until streamworker parked release."`
+	UnknownTypes        string   `yaml:"unknown_types" values:"skip|dlq" doc:"What to do with events of an unknown type: skip or dlq."`
+	OnPoison            string   `yaml:"on_poison" values:"dlq|park" doc:"What to do with the user of a record that fails by itself (internal_error, output_too_large): dlq sends the record to the DLQ; park also holds the user's later events on topics.parked until streamworker parked release."`
 	MaxIDBytes          ByteSize `yaml:"max_id_bytes" doc:"Longest accepted event id; longer ones go to the DLQ (1B to 64KiB)."`
 	MaxAggregateIDBytes ByteSize `yaml:"max_aggregate_id_bytes" doc:"Longest accepted aggregateId (user); longer ones go to the DLQ (1B to 64KiB)."`
 	MaxLabelBytes       ByteSize `yaml:"max_label_bytes" doc:"Longest accepted action, resource and event type; longer ones go to the DLQ (1B to 64KiB)."`
@@ -199,8 +199,8 @@ type HTTP struct {
 
 // Log configures logging.
 type Log struct {
-	Level  string `yaml:"level" doc:"Log level: debug, info, warn or error."`
-	Format string `yaml:"format" doc:"Log format: json or text."`
+	Level  string `yaml:"level" values:"debug|info|warn|error" doc:"Log level: debug, info, warn or error."`
+	Format string `yaml:"format" values:"json|text" doc:"Log format: json or text."`
 }
 
 // SlogLevel returns the slog level of l.Level; an unknown level is Info.

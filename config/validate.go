@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -199,6 +200,12 @@ func (c *Config) Limits() topics.Limits {
 
 func (c *Config) validate() problems {
 	var p problems
+	// Keys with a fixed set of values say it in a values tag.
+	walk(reflect.ValueOf(c).Elem(), "", func(key string, f reflect.StructField, v reflect.Value) {
+		if allowed, ok := f.Tag.Lookup("values"); ok {
+			p.oneOf(key, v.String(), strings.Split(allowed, "|")...)
+		}
+	})
 
 	k := c.Kafka
 	p.check(len(k.Brokers) > 0, "kafka.brokers", k.Brokers, "must not be empty")
@@ -207,7 +214,6 @@ func (c *Config) validate() problems {
 	}
 	p.notBlank("kafka.group", k.Group)
 	p.notBlank("kafka.client_id", k.ClientID)
-	p.oneOf("kafka.start_offset", k.StartOffset, "earliest", "latest")
 	p.within("kafka.commit_interval", k.CommitInterval, MinCommitInterval, MaxCommitInterval)
 	p.atLeast("kafka.max_poll_records", k.MaxPollRecords, 1)
 	p.check(k.FetchMaxPartitionBytes >= KiB && k.FetchMaxPartitionBytes <= 64*MiB, "kafka.fetch_max_partition_bytes", k.FetchMaxPartitionBytes,
@@ -228,7 +234,6 @@ func (c *Config) validate() problems {
 	}
 	p.within("kafka.lag_interval", k.LagInterval, time.Second, 10*time.Minute)
 	s := k.SASL
-	p.oneOf("kafka.sasl.mechanism", s.Mechanism, "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 	if s.Mechanism != "" {
 		p.check(s.Username != "", "kafka.sasl.username", s.Username, "must be set with kafka.sasl.mechanism")
 		p.check(s.Password != "" || s.PasswordFile != "", "kafka.sasl.password", s.Password,
@@ -309,8 +314,6 @@ func (c *Config) validate() problems {
 
 	p.check(c.Input.MaxBytes >= KiB && c.Input.MaxBytes <= 100*MiB, "input.max_bytes", c.Input.MaxBytes,
 		"must be between 1KiB and 100MiB")
-	p.oneOf("input.unknown_types", c.Input.UnknownTypes, "skip", "dlq")
-	p.oneOf("input.on_poison", c.Input.OnPoison, "dlq", "park")
 	for _, b := range []struct {
 		key  string
 		size ByteSize
@@ -339,8 +342,6 @@ func (c *Config) validate() problems {
 	}
 
 	p.hostPort("http.addr", c.HTTP.Addr, false)
-	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
-	p.oneOf("log.format", c.Log.Format, "json", "text")
 	p.within("shutdown.timeout", c.Shutdown.Timeout, time.Second, time.Hour)
 
 	b := c.Retry
