@@ -86,8 +86,10 @@ func topicsCmd() *cobra.Command {
 		Short: "Create missing topics and check existing ones (partitions, cleanup policy)",
 		Long: `Create the input and output topics that do not exist yet, with topics.partitions
 partitions and topics.replication_factor replicas (the aggregates topic is
-compacted), and check those that exist. An existing topic is never altered: a
-mismatch is reported and the command fails.`,
+compacted), and check those that exist. An existing topic is never altered.
+More partitions than topics.partitions is accepted with a warning; fewer, or
+another cleanup policy, is an error naming the topic and the fix, and the
+command exits 1.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
@@ -109,6 +111,9 @@ mismatch is reported and the command fails.`,
 				results, err := admin.Ensure(cmd.Context(), adm, []topics.Spec{spec})
 				for _, r := range results {
 					fmt.Fprintln(cmd.OutOrStdout(), r)
+					if r.Warning != "" {
+						fmt.Fprintln(cmd.ErrOrStderr(), "streamworker: warning:", r.Warning)
+					}
 				}
 				if err != nil {
 					errs = append(errs, err)
