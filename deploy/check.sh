@@ -103,6 +103,36 @@ step "promtool check config (Prometheus of docker-compose)"
 need promtool prometheus
 promtool check config deploy/prometheus/prometheus.yml
 
+step "Dockerfile: every base image pinned by digest"
+# unpinned FILE: prints each FROM (and the # syntax= frontend) of FILE whose
+# image is not pinned by @sha256:<64 hex>; a FROM naming an earlier stage
+# needs none.
+unpinned() {
+	awk '
+	BEGIN { IGNORECASE = 1 }
+	NR == 1 && /^#[[:space:]]*syntax[[:space:]]*=/ {
+		if ($0 !~ /@sha256:[0-9a-f]{64}[[:space:]]*$/) print FILENAME ":" NR ": " $0
+		next
+	}
+	/^[[:space:]]*FROM[[:space:]]/ {
+		image = ""
+		for (i = 2; i <= NF; i++) if ($i !~ /^--/) { image = $i; break }
+		for (i = 1; i < NF; i++) if (tolower($i) == "as") stage[tolower($(i + 1))] = 1
+		if (!(tolower(image) in stage) && image !~ /@sha256:[0-9a-f]{64}$/) print FILENAME ":" NR ": " $0
+	}' "$1"
+}
+bad=$(unpinned Dockerfile)
+[ -z "$bad" ] || fail "base images not pinned by digest (see the Dockerfile's comment on refreshing digests):
+$bad"
+grep -E '^[[:space:]]*FROM[[:space:]]' Dockerfile
+# The check itself: an unpinned FROM, a digest of the wrong length and an
+# unpinned frontend are each found.
+for edit in '/^FROM --platform/s/@sha256:[0-9a-f]*//' 's/\(nonroot@sha256:[0-9a-f]*\)[0-9a-f]/\1/' '1s/@sha256:[0-9a-f]*//'; do
+	sed "$edit" Dockerfile >"$work/Dockerfile.bad"
+	[ -n "$(unpinned "$work/Dockerfile.bad")" ] || fail "the digest check missed an unpinned image (sed '$edit')"
+done
+echo "ok: every FROM is pinned; an unpinned copy is caught"
+
 step "static binary, built as the Dockerfile builds it, from the context .dockerignore leaves"
 flags='-s -w -X github.com/streamworker/streamworker/internal/buildinfo.Version='
 for want in 'CGO_ENABLED=0' 'go build -trimpath' "$flags" './cmd/streamworker'; do
