@@ -7,7 +7,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,4 +122,57 @@ func TestDevHonoursHTTPAddr(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, "dev never served /livez on SW_HTTP_ADDR "+addr)
+}
+
+// syncBuffer is a bytes.Buffer safe to write from the command's goroutine
+// while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDevBannerShowsBoundAddress: with --http.addr 127.0.0.1:0 the banner
+// names the port really bound (it printed http://localhost//127.0.0.1:0/metrics),
+// and that URL serves the metrics.
+func TestDevBannerShowsBoundAddress(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stdout, stderr syncBuffer
+	go func() {
+		done <- Main(ctx, []string{"dev", "--http.addr", "127.0.0.1:0", "--rate", "10", "--partitions", "1"}, &stdout, &stderr)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	banner := regexp.MustCompile(`(?m)^http +(http://127\.0\.0\.1:([0-9]+)/metrics) `)
+	var url string
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		m := banner.FindStringSubmatch(stdout.String())
+		if m == nil || m[2] == "0" {
+			return false
+		}
+		url = m[1]
+		return true
+	}, "dev printed no banner line with the bound address")
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
 }
