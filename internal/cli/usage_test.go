@@ -176,3 +176,37 @@ func TestDevBannerShowsBoundAddress(t *testing.T) {
 		t.Fatalf("GET %s: %s", url, resp.Status)
 	}
 }
+
+// TestHelpAligned: in every command's help the subcommands' descriptions
+// start in one column, and no line is wider than the flag descriptions are
+// wrapped to (lag-exporter's description was pushed out of the column, and
+// configuration flag lines ran past 200 columns).
+func TestHelpAligned(t *testing.T) {
+	for _, cmd := range [][]string{{}, {"topics"}, {"dlq"}, {"config"}, {"run"}, {"dev"}, {"loadgen"},
+		{"replay"}, {"dlq", "redrive"}, {"topics", "ensure"}, {"config", "check"}, {"lag-exporter"}} {
+		var stdout, stderr bytes.Buffer
+		if code := Main(context.Background(), append(cmd, "--help"), &stdout, &stderr); code != 0 {
+			t.Fatalf("%v --help: exit %d: %s", cmd, code, stderr.String())
+		}
+		out := stdout.String()
+		for line := range strings.Lines(out) {
+			if n := len(strings.TrimRight(line, "\n")); n > helpColumns {
+				t.Errorf("%v --help: a line of %d columns: %q", cmd, n, line)
+			}
+		}
+		_, commands, ok := strings.Cut(out, "Available Commands:\n")
+		if !ok {
+			continue
+		}
+		commands, _, _ = strings.Cut(commands, "\n\n")
+		column := -1
+		for line := range strings.Lines(commands) {
+			fields := strings.Fields(line)
+			at := strings.Index(line, fields[1])
+			if column >= 0 && at != column {
+				t.Errorf("%v --help: description of %s at column %d, others at %d:\n%s", cmd, fields[0], at, column, commands)
+			}
+			column = at
+		}
+	}
+}
