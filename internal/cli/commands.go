@@ -46,6 +46,9 @@ with Ctrl-C, or give --duration.`,
 			if err := lvl.UnmarshalText([]byte(level)); err != nil {
 				return usageError{fmt.Errorf("--log.level: %w", err)}
 			}
+			if err := o.Validate(); err != nil {
+				return usageError{err}
+			}
 			o.Out = cmd.OutOrStdout()
 			o.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 			return dev.Run(cmd.Context(), o)

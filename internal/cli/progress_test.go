@@ -55,8 +55,8 @@ func TestProgressBarOnATerminal(t *testing.T) {
 	}
 }
 
-// TestLongCommandsReportProgress: topics ensure, replay and dlq redrive end
-// with a progress line on stderr, results on stdout.
+// TestLongCommandsReportProgress: topics ensure, loadgen, replay and dlq
+// redrive end with a progress line on stderr, results on stdout.
 func TestLongCommandsReportProgress(t *testing.T) {
 	k := testenv.Kafka(t)
 	t.Setenv("SW_KAFKA_BROKERS", strings.Join(k.Seeds(), ","))
@@ -67,6 +67,7 @@ func TestLongCommandsReportProgress(t *testing.T) {
 		stdout, stderr string
 	}{
 		{[]string{"topics", "ensure"}, "user.activity", "topics ensure 7/7 topics (100%)"},
+		{[]string{"loadgen", "--events", "500", "--rate", "0"}, "done: sent 500", "loadgen 500/500 records (100%)"},
 		{[]string{"replay", "--from-offset", "0"}, "user.activity[1] -> 0", "replay 3/3 steps (100%)"},
 		{[]string{"dlq", "redrive"}, "read 0, redriven 0, skipped 0", "dlq redrive 0 records"},
 	} {

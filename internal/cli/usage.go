@@ -71,6 +71,17 @@ func strict(c *cobra.Command) {
 	}
 }
 
+// helpRun shows the help of the command args name, and refuses, as a usage
+// error, args that name none (cobra's help printed the root's usage and
+// exited 0).
+func helpRun(c *cobra.Command, args []string) error {
+	cmd, rest, err := c.Root().Find(args)
+	if err != nil || len(rest) > 0 {
+		return usageError{fmt.Errorf("help: unknown command %q; the commands are %s", strings.Join(args, " "), subcommands(c.Root()))}
+	}
+	return cmd.Help()
+}
+
 // noArgs refuses any argument, as a usage error.
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {

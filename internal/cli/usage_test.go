@@ -45,6 +45,18 @@ var usageCases = []struct {
 	{[]string{"loadgen", "--duplicates", "2"}, nil, 2, "duplicates 2: want a fraction in [0,1]"},
 	{[]string{"dev", "--log.level", "loud"}, nil, 2, "--log.level"},
 	{[]string{"dev"}, map[string]string{"SW_HTTP_ADDR": ""}, 2, "SW_HTTP_ADDR is set but empty"},
+	{[]string{"--bogus"}, nil, 2, "unknown flag: --bogus"},
+	{[]string{"run", "-x"}, nil, 2, "unknown shorthand flag: 'x' in -x"},
+	{[]string{"dlq"}, nil, 2, "streamworker dlq needs a command: redrive"},
+	{[]string{"dlq", "redrive", "extra"}, nil, 2, `streamworker dlq redrive takes no arguments, got ["extra"]`},
+	{[]string{"topics", "ensure", "x"}, nil, 2, `streamworker topics ensure takes no arguments, got ["x"]`},
+	{[]string{"config", "check", "x"}, nil, 2, `streamworker config check takes no arguments, got ["x"]`},
+	{[]string{"lag-exporter", "x"}, nil, 2, `unknown command "x" for "streamworker lag-exporter"`},
+	{[]string{"lag-exporter", "--interval", "0"}, nil, 2, "--interval must be positive, got 0s"},
+	{[]string{"help", "bogus"}, nil, 2, `help: unknown command "bogus"; the commands are`},
+	{[]string{"completion", "bogus"}, nil, 2, `unknown command "bogus" for "streamworker completion"`},
+	{[]string{"dev", "--partitions", "0"}, nil, 2, "--partitions 0: want at least 1"},
+	{[]string{"dev", "--rate", "-1"}, nil, 2, "--rate -1: want events per second, or 0 for as fast as possible"},
 }
 
 func TestUsageErrorsExit2(t *testing.T) {

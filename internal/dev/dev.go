@@ -46,9 +46,28 @@ type Options struct {
 	Log *slog.Logger
 }
 
+// Validate reports the first option out of its range, naming its flag.
+func (o Options) Validate() error {
+	switch {
+	case o.Duration < 0:
+		return fmt.Errorf("--duration %s: want 0 (until stopped) or more", o.Duration)
+	case o.Rate < 0:
+		return fmt.Errorf("--rate %g: want events per second, or 0 for as fast as possible", o.Rate)
+	case o.Users < 1:
+		return fmt.Errorf("--users %d: want at least 1", o.Users)
+	case o.Partitions < 1:
+		return fmt.Errorf("--partitions %d: want at least 1", o.Partitions)
+	}
+	return nil
+}
+
 // Run starts everything, prints a summary line every second, and stops
-// cleanly when ctx is cancelled or Duration has passed.
+// cleanly when ctx is cancelled or Duration has passed. Options that
+// Validate refuses are refused before anything starts.
 func Run(ctx context.Context, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	if o.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.Duration)
