@@ -80,3 +80,24 @@ func TestLongCommandsReportProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressBarFitsTheTerminal: on a terminal narrower than the line, the
+// redrawn line is cut to the width (a wrapped line made the bar scroll a
+// new row at every redraw); the final line is whole.
+func TestProgressBarFitsTheTerminal(t *testing.T) {
+	var out bytes.Buffer
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	p := newProgress(&out, "loadgen", "records", 1000)
+	p.tty, p.every, p.cols, p.now, p.start = true, redrawEvery, 60, clock.now, clock.now()
+	clock.advance(time.Second)
+	p.update(100, "valid 99, duplicates 1, malformed 0")
+	clock.advance(9 * time.Second)
+	p.finish(1000, "valid 990, duplicates 10, malformed 0")
+	redraw, final, _ := strings.Cut(out.String(), "\r\033[K"+"loadgen [##############################]")
+	if want := "\r\033[K" + "loadgen [###---------------------------] 100/1000 records ("; redraw != want {
+		t.Errorf("redrawn line %q, want the first 59 columns: %q", redraw, want)
+	}
+	if want := " 1000/1000 records (100%), 100/s, 10s, valid 990, duplicates 10, malformed 0\n"; final != want {
+		t.Errorf("final line %q, want %q", final, want)
+	}
+}
