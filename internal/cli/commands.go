@@ -109,15 +109,11 @@ command exits 1.`,
 			pr := newProgress(cmd.ErrOrStderr(), "topics ensure", "topics", int64(len(specs)))
 			adm := kadm.NewClient(cl)
 			var errs []error
+			var all []admin.Result
 			for i, spec := range specs {
 				pr.update(int64(i), spec.Name)
 				results, err := admin.Ensure(cmd.Context(), adm, []topics.Spec{spec})
-				for _, r := range results {
-					fmt.Fprintln(cmd.OutOrStdout(), r)
-					if r.Warning != "" {
-						fmt.Fprintln(cmd.ErrOrStderr(), "streamworker: warning:", r.Warning)
-					}
-				}
+				all = append(all, results...)
 				if err != nil {
 					errs = append(errs, err)
 					if len(results) == 0 { // the cluster could not be reached
@@ -125,7 +121,16 @@ command exits 1.`,
 					}
 				}
 			}
-			pr.finish(int64(len(specs)), fmt.Sprintf("%d failed", len(errs)))
+			pr.finish(int64(len(all)), fmt.Sprintf("%d failed", len(errs)))
+			// Printed once the bar's line is ended, not across it.
+			for _, r := range all {
+				fmt.Fprintln(cmd.OutOrStdout(), r)
+			}
+			for _, r := range all {
+				if r.Warning != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "streamworker: warning:", r.Warning)
+				}
+			}
 			return errors.Join(errs...)
 		},
 	}

@@ -185,8 +185,8 @@ func check(ctx context.Context, adm *kadm.Client, specs []topics.Spec, idx []int
 				Want: fmt.Sprint(s.Partitions), Got: fmt.Sprint(r.Partitions)})
 		case r.Partitions > s.Partitions:
 			r.Warning = fmt.Sprintf("topic %s: %d partitions, more than the %d configured (topics.partitions): "+
-				"accepted (partitions added out of band cannot be removed); raise topics.partitions to %d "+
-				"so that replica ceilings and autoscaling follow", s.Name, r.Partitions, s.Partitions, r.Partitions)
+				"accepted; set topics.partitions to %d for replica ceilings and autoscaling to follow",
+				s.Name, r.Partitions, s.Partitions, r.Partitions)
 		}
 		if want := s.Configs[topics.ConfigCleanupPolicy]; want != nil {
 			got, err := cleanupPolicy(configs, configsErr, s.Name)
