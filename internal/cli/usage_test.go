@@ -6,8 +6,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -220,5 +224,49 @@ func TestHelpAligned(t *testing.T) {
 			}
 			column = at
 		}
+	}
+}
+
+// TestCLIDocListsEveryUsageError: docs/cli.md's table of usage errors and
+// usageCases list the same invocations, with the same exit status and a
+// message that contains the one the test expects.
+func TestCLIDocListsEveryUsageError(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(doc), "## Every usage error\n")
+	if !ok {
+		t.Fatal("docs/cli.md has no section Every usage error")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	row := regexp.MustCompile("(?m)^\\| `([^`]*)` \\| ([0-9]+) \\| `([^`]*)` \\|$")
+	type docRow struct {
+		code int
+		msg  string
+	}
+	rows := map[string]docRow{}
+	for _, m := range row.FindAllStringSubmatch(table, -1) {
+		code, _ := strconv.Atoi(m[2])
+		rows[m[1]] = docRow{code, m[3]}
+	}
+	for _, tc := range usageCases {
+		var inv []string
+		for _, k := range slices.Sorted(maps.Keys(tc.env)) {
+			inv = append(inv, k+"="+tc.env[k])
+		}
+		key := strings.Join(append(append(inv, "streamworker"), tc.args...), " ")
+		r, ok := rows[key]
+		if !ok {
+			t.Errorf("docs/cli.md lacks a row for `%s`", key)
+			continue
+		}
+		delete(rows, key)
+		if r.code != tc.code || !strings.Contains(r.msg, tc.stderr) {
+			t.Errorf("docs/cli.md: `%s` exits %d with %q; the test expects %d and %q", key, r.code, r.msg, tc.code, tc.stderr)
+		}
+	}
+	for key := range rows {
+		t.Errorf("docs/cli.md lists `%s`, which no test case runs", key)
 	}
 }
