@@ -97,8 +97,9 @@ expect_fail gruop h lint --strict -f "$testdata/config-typo.yaml" "$chart"
 expect_fail password h template "$chart" --set config.kafka.sasl.password=secret
 expect_fail 'mutually exclusive' h template "$chart" --set keda.enabled=true --set autoscaling.enabled=true
 
-step "render, strict-decode into Kubernetes 1.30 / prometheus-operator / KEDA types, cross-checks, compose (deploy/check)"
-(cd deploy/check && go vet ./... && go test -count=1 ./...)
+step "render, strict-decode into Kubernetes 1.30 / prometheus-operator / KEDA types, cross-checks, compose, per-release alerts under promtool (deploy/check)"
+need promtool prometheus
+(cd deploy/check && go vet ./... && SW_REQUIRE_PROMTOOL=1 go test -count=1 ./...)
 
 step "configuration keys in docker-compose.yml and the chart's values (deploy)"
 go test -count=1 ./deploy/

@@ -1,10 +1,14 @@
 package check
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // Tests of the operating findings, one per finding: the chart refuses at
@@ -211,5 +215,45 @@ func TestGoMemLimit(t *testing.T) {
 		if got != want {
 			t.Errorf("limit %s: GOMEMLIMIT %q, want %q", limit, got, want)
 		}
+	}
+}
+
+// TestReleaseAlerts renders the PrometheusRule of two releases in one
+// namespace and runs the promtool unit tests of
+// testdata/alerts/release_alerts_test.yml on both rule sets loaded
+// together: the alert of a release that is down names that release only,
+// and a release scaled to zero by KEDA is not absent. It needs promtool
+// (Debian's prometheus package; deploy/check.sh installs it and sets
+// SW_REQUIRE_PROMTOOL=1 so that the test cannot be skipped there).
+func TestReleaseAlerts(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("SW_REQUIRE_PROMTOOL") != "" {
+			t.Fatal("promtool not found")
+		}
+		t.Skip("promtool not found (apt-get install prometheus)")
+	}
+	dir := t.TempDir()
+	for _, release := range []string{"orders", "billing"} {
+		pr := prometheusRule(t, mustValidate(t, Options{Release: release, Namespace: "shop", Set: []string{"prometheusRule.enabled=true"}}))
+		out, err := yaml.Marshal(map[string]any{"groups": pr.Spec.Groups})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, release+".rules.yml"), out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	test, err := os.ReadFile("testdata/alerts/release_alerts_test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "release_alerts_test.yml"), test, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(promtool, "test", "rules", "release_alerts_test.yml")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}
 }
