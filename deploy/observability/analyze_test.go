@@ -171,17 +171,18 @@ func TestCheckQueriesTemplates(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := CheckQueries(cat, []Query{tt.q})
-			if (err != nil) != tt.wantErr {
+			switch err := CheckQueries(cat, []Query{tt.q}); {
+			case (err != nil) != tt.wantErr:
 				t.Fatalf("CheckQueries error = %v, want error %v", err, tt.wantErr)
-			}
-			if err != nil && !errors.Is(err, ErrUnknownLabel) {
+			case err != nil && !errors.Is(err, ErrUnknownLabel):
 				t.Fatalf("error %v does not wrap ErrUnknownLabel", err)
 			}
 		})
 	}
 }
 
+// TestCheckVariables: Grafana's label_values and query_result variable
+// queries are checked like panel queries.
 func TestCheckVariables(t *testing.T) {
 	cat := fixtureCatalog(t)
 	tests := []struct {

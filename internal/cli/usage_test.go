@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -140,32 +139,13 @@ func TestDevHonoursHTTPAddr(t *testing.T) {
 	}, "dev never served /livez on SW_HTTP_ADDR "+addr)
 }
 
-// syncBuffer is a bytes.Buffer safe to write from the command's goroutine
-// while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDevBannerShowsBoundAddress: with --http.addr 127.0.0.1:0 the banner
 // names the port really bound (it printed http://localhost//127.0.0.1:0/metrics),
 // and that URL serves the metrics.
 func TestDevBannerShowsBoundAddress(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.LockedBuffer
 	go func() {
 		done <- Main(ctx, []string{"dev", "--http.addr", "127.0.0.1:0", "--rate", "10", "--partitions", "1"}, &stdout, &stderr)
 	}()
