@@ -156,9 +156,11 @@ func TestCheckExpr(t *testing.T) {
 	}
 }
 
+// TestCheckQueriesTemplates: a legend or an alert template may use only the
+// labels its query's result carries.
 func TestCheckQueriesTemplates(t *testing.T) {
 	cat := fixtureCatalog(t)
-	tests := []struct {
+	for _, tt := range []struct {
 		name    string
 		q       Query
 		wantErr bool
@@ -168,8 +170,7 @@ func TestCheckQueriesTemplates(t *testing.T) {
 		{"alert annotation", Query{Expr: `max by (namespace, topic) (streamworker_consumer_lag) > 10`, Templates: []string{"{{ $labels.topic }} in {{ $labels.namespace }}: {{ $value | humanize }}"}}, false},
 		{"alert annotation misspelled", Query{Expr: `max by (namespace, topic) (streamworker_consumer_lag) > 10`, Templates: []string{"{{ $labels.topci }}"}}, true},
 		{"alert annotation with .Labels", Query{Expr: `max by (topic) (streamworker_consumer_lag) > 10`, Templates: []string{"{{ .Labels.pod }}"}}, true},
-	}
-	for _, tt := range tests {
+	} {
 		t.Run(tt.name, func(t *testing.T) {
 			switch err := CheckQueries(cat, []Query{tt.q}); {
 			case (err != nil) != tt.wantErr:
@@ -185,22 +186,19 @@ func TestCheckQueriesTemplates(t *testing.T) {
 // queries are checked like panel queries.
 func TestCheckVariables(t *testing.T) {
 	cat := fixtureCatalog(t)
-	tests := []struct {
-		v       VariableQuery
-		wantErr error
-	}{
-		{VariableQuery{"namespace", `label_values(streamworker_consumer_lag, namespace)`}, nil},
-		{VariableQuery{"pod", `label_values(streamworker_consumer_lag{namespace=~"$namespace"}, pod)`}, nil},
-		{VariableQuery{"any", `label_values(job)`}, nil},
-		{VariableQuery{"topics", `query_result(sum by (topic) (streamworker_consumer_lag))`}, nil},
-		{VariableQuery{"bad label", `label_values(streamworker_events_consumed_total, group)`}, ErrUnknownLabel},
-		{VariableQuery{"bad metric", `label_values(streamworker_consumer_lagg, group)`}, ErrUnknownMetric},
+	want := map[VariableQuery]error{ // nil: the query passes
+		{"namespace", `label_values(streamworker_consumer_lag, namespace)`}:              nil,
+		{"pod", `label_values(streamworker_consumer_lag{namespace=~"$namespace"}, pod)`}: nil,
+		{"any", `label_values(job)`}: nil,
+		{"topics", `query_result(sum by (topic) (streamworker_consumer_lag))`}:   nil,
+		{"bad label", `label_values(streamworker_events_consumed_total, group)`}: ErrUnknownLabel,
+		{"bad metric", `label_values(streamworker_consumer_lagg, group)`}:        ErrUnknownMetric,
 	}
-	for _, tt := range tests {
-		t.Run(tt.v.Name, func(t *testing.T) {
-			err := CheckVariables(cat, []VariableQuery{tt.v})
-			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-				t.Fatalf("CheckVariables(%q) = %v, want %v", tt.v.Query, err, tt.wantErr)
+	for v, wantErr := range want {
+		t.Run(v.Name, func(t *testing.T) {
+			err := CheckVariables(cat, []VariableQuery{v})
+			if wantErr == nil && err != nil || wantErr != nil && !errors.Is(err, wantErr) {
+				t.Fatalf("CheckVariables(%q) = %v, want %v", v.Query, err, wantErr)
 			}
 		})
 	}
