@@ -116,7 +116,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer ln.Close()
-	fmt.Fprintf(o.Out, "http    %s  /livez  /readyz\n", MetricsURL(ln.Addr()))
+	fmt.Fprintf(o.Out, "http    %s  /livez  /readyz\n", metricsURL(ln.Addr()))
 	fmt.Fprintf(o.Out, "load    %.0f events/s over %d users: 5%% duplicates, 3%% out of order, 1%% malformed, anomaly bursts\n\n", o.Rate, o.Users)
 
 	gen, err := loadgen.New(loadgen.Config{
@@ -150,9 +150,9 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-// MetricsURL is the URL of /metrics on a bound address: its real port, and
+// metricsURL is the URL of /metrics on a bound address: its real port, and
 // localhost for an address bound on every interface.
-func MetricsURL(addr net.Addr) string {
+func metricsURL(addr net.Addr) string {
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
 		return "http://" + addr.String() + "/metrics"
