@@ -60,6 +60,11 @@ var usageCases = []struct {
 	{[]string{"completion", "bogus"}, nil, 2, `unknown command "bogus" for "streamworker completion"`},
 	{[]string{"dev", "--partitions", "0"}, nil, 2, "--partitions 0: want at least 1"},
 	{[]string{"dev", "--rate", "-1"}, nil, 2, "--rate -1: want events per second, or 0 for as fast as possible"},
+	{[]string{"parked"}, nil, 2, "streamworker parked needs a command: list, release"},
+	{[]string{"parked", "lst"}, nil, 2, `unknown command "lst" for "streamworker parked"; did you mean list?`},
+	{[]string{"parked", "list", "x"}, nil, 2, `streamworker parked list takes no arguments, got ["x"]`},
+	{[]string{"parked", "release"}, nil, 2, "streamworker parked release takes one argument, the user, got []"},
+	{[]string{"parked", "release", "a", "b"}, nil, 2, `streamworker parked release takes one argument, the user, got ["a" "b"]`},
 }
 
 func TestUsageErrorsExit2(t *testing.T) {
@@ -178,8 +183,9 @@ func TestDevBannerShowsBoundAddress(t *testing.T) {
 // wrapped to (lag-exporter's description was pushed out of the column, and
 // configuration flag lines ran past 200 columns).
 func TestHelpAligned(t *testing.T) {
-	for _, cmd := range [][]string{{}, {"topics"}, {"dlq"}, {"config"}, {"run"}, {"dev"}, {"loadgen"},
-		{"replay"}, {"dlq", "redrive"}, {"topics", "ensure"}, {"config", "check"}, {"lag-exporter"}} {
+	for _, cmd := range [][]string{{}, {"topics"}, {"dlq"}, {"config"}, {"parked"}, {"run"}, {"dev"}, {"loadgen"},
+		{"replay"}, {"dlq", "redrive"}, {"topics", "ensure"}, {"config", "check"}, {"lag-exporter"},
+		{"parked", "list"}, {"parked", "release"}} {
 		var stdout, stderr bytes.Buffer
 		if code := Main(context.Background(), append(cmd, "--help"), &stdout, &stderr); code != 0 {
 			t.Fatalf("%v --help: exit %d: %s", cmd, code, stderr.String())
