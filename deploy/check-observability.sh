@@ -4,8 +4,11 @@
 #   deploy/grafana/dashboards/streamworker.json
 #       generated from code and strictly decoded with the Grafana Foundation
 #       SDK (deploy/observability/grafana, its own Go module)
-#   both, against the worker's real metric names and labels
-#       (go test ./deploy/observability, main module)
+#   both, against the worker's real metric names and labels: every query
+#       parsed by Prometheus's PromQL parser after the Grafana variables are
+#       replaced (deploy/observability, its own Go module, which builds the
+#       worker from this repository through a replace directive and keeps the
+#       Prometheus server module out of the worker's dependencies)
 #
 # Usage:
 #   deploy/check-observability.sh                  run every static check
@@ -114,7 +117,7 @@ check_dashboard() {
 
 check_names() {
 	log "dashboard and alert queries against the worker's and kprom's metrics"
-	(cd "$repo_dir" && go test -count=1 ./deploy/observability/)
+	(cd "$deploy_dir/observability" && go vet ./... && go test -count=1 ./...)
 }
 
 main() {

@@ -48,7 +48,7 @@ func has(objs []Decoded, kind, name string, hook bool) bool {
 func deployment(t *testing.T, objs []Decoded) *appsv1.Deployment {
 	t.Helper()
 	for _, o := range objs {
-		if d, ok := o.Value.(*appsv1.Deployment); ok {
+		if d, ok := o.Value.(*appsv1.Deployment); ok && !isLagExporter(d) {
 			return d
 		}
 	}
@@ -78,7 +78,8 @@ func TestChartValid(t *testing.T) {
 		opts: Options{ValuesFiles: []string{allEnabled}},
 		want: []string{"ConfigMap/streamworker", "ConfigMap/streamworker-dashboard", "Deployment/streamworker",
 			"Service/streamworker", "PodDisruptionBudget/streamworker", "ServiceMonitor/streamworker",
-			"PrometheusRule/streamworker", "ScaledObject/streamworker"},
+			"PrometheusRule/streamworker", "ScaledObject/streamworker", "Deployment/streamworker-lag-exporter",
+			"Service/streamworker-lag-exporter", "ServiceMonitor/streamworker-lag-exporter"},
 		wantHook: []string{"Job/streamworker-topics", "ConfigMap/streamworker-topics"},
 	}, {
 		name:     "kafka trigger",

@@ -53,21 +53,32 @@ func Check(objs []Decoded) error {
 			c.services = append(c.services, v)
 		}
 	}
-	if len(c.deployments) != 1 {
-		c.errs = append(c.errs, fmt.Errorf("%d Deployments rendered, want 1", len(c.deployments)))
+	var workers []*appsv1.Deployment
+	for _, d := range c.deployments {
+		if !isLagExporter(d) {
+			workers = append(workers, d)
+		}
+	}
+	if len(workers) != 1 || len(c.deployments) > 2 {
+		c.errs = append(c.errs, fmt.Errorf("%d worker Deployments and %d lag exporters rendered, want 1 and at most 1",
+			len(workers), len(c.deployments)-len(workers)))
 		return errors.Join(c.errs...)
 	}
-	d := c.deployments[0]
+	d := workers[0]
 	for _, o := range objs {
 		switch v := o.Value.(type) {
 		case *corev1.ConfigMap:
 			c.configMap(o.Object, v)
 		case *appsv1.Deployment:
-			c.deployment(o.Object, v)
+			if isLagExporter(v) {
+				c.lagExporter(o.Object, v)
+			} else {
+				c.deployment(o.Object, v)
+			}
 		case *batchv1.Job:
 			c.job(o.Object, v)
 		case *corev1.Service:
-			c.service(o.Object, v, d)
+			c.service(o.Object, v)
 		case *policyv1.PodDisruptionBudget:
 			c.selects(o.Object, v.Spec.Selector, d.Spec.Template.Labels, "pods of Deployment "+d.Name)
 		case *monitoringv1.ServiceMonitor:
@@ -324,13 +335,47 @@ func (c *checker) restricted(o Object, spec *corev1.PodSpec) {
 	}
 }
 
-func (c *checker) service(o Object, s *corev1.Service, d *appsv1.Deployment) {
-	c.check(o, labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) && len(s.Spec.Selector) > 0,
-		"selector %v does not select the pods of Deployment %s", s.Spec.Selector, d.Name)
-	ctr := container(&d.Spec.Template.Spec, "streamworker")
-	for _, p := range s.Spec.Ports {
-		c.check(o, ctr != nil && hasPort(ctr, p.TargetPort.String()), "port %s: targetPort %s is not a container port", p.Name, p.TargetPort.String())
+// service checks that s selects the pods of exactly one Deployment, and
+// that its target ports are ports of that Deployment's container.
+func (c *checker) service(o Object, s *corev1.Service) {
+	var d *appsv1.Deployment
+	n := 0
+	for _, dd := range c.deployments {
+		if len(s.Spec.Selector) > 0 && labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(dd.Spec.Template.Labels)) {
+			d, n = dd, n+1
+		}
 	}
+	if n != 1 {
+		c.errorf(o, "selector %v selects the pods of %d Deployments, want 1", s.Spec.Selector, n)
+		return
+	}
+	ctr := &d.Spec.Template.Spec.Containers[0]
+	for _, p := range s.Spec.Ports {
+		c.check(o, hasPort(ctr, p.TargetPort.String()), "port %s: targetPort %s is not a port of Deployment %s", p.Name, p.TargetPort.String(), d.Name)
+	}
+}
+
+// isLagExporter reports whether d is the chart's group lag exporter.
+func isLagExporter(d *appsv1.Deployment) bool {
+	return d.Spec.Template.Labels["app.kubernetes.io/component"] == "lag-exporter"
+}
+
+// lagExporter checks the lag exporter's Deployment: it selects its own
+// pods (and so not the workers'), one replica (two would export every
+// series twice), the restricted pod standard, and runs lag-exporter.
+func (c *checker) lagExporter(o Object, d *appsv1.Deployment) {
+	c.selects(o, d.Spec.Selector, d.Spec.Template.Labels, "Deployment's own pods")
+	c.pod(o, &d.Spec.Template.Spec, c.configMaps)
+	c.check(o, d.Spec.Replicas != nil && *d.Spec.Replicas == 1, "replicas %s, want 1", ptrString32(d.Spec.Replicas))
+	ctr := container(&d.Spec.Template.Spec, "lag-exporter")
+	c.check(o, ctr != nil && len(ctr.Args) > 0 && ctr.Args[0] == "lag-exporter", "has no container lag-exporter running streamworker lag-exporter")
+}
+
+func ptrString32(p *int32) string {
+	if p == nil {
+		return "unset"
+	}
+	return strconv.FormatInt(int64(*p), 10)
 }
 
 func (c *checker) serviceMonitor(o Object, sm *monitoringv1.ServiceMonitor) {

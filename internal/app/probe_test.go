@@ -3,7 +3,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +17,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -184,24 +182,6 @@ func TestProbeRedis(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunLogsAuthenticationFailures: `run` with a wrong Redis password and a
 // wrong SASL password logs an error for each at start, naming the cause, and
 // keeps running.
@@ -212,7 +192,7 @@ func TestRunLogsAuthenticationFailures(t *testing.T) {
 	c.Redis.Addrs = []string{redisWithPassword(t, "right-password")}
 	c.Redis.Password = "wrong-redis-password"
 	c.HTTP.Addr = "127.0.0.1:0"
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -87,9 +87,20 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 	}, nil
 }
 
-// Run runs a worker configured by c, with its metrics and health endpoint,
-// until ctx is cancelled, then drains it. reg may be nil for a new registry.
+// Run runs a worker configured by c, with its metrics and health endpoint
+// on c.HTTP.Addr, until ctx is cancelled, then drains it. reg may be nil for
+// a new registry.
 func Run(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus.Registry) error {
+	return RunOn(ctx, c, log, reg, nil)
+}
+
+// RunOn is Run with the metrics and health endpoint served on ln, a
+// listener the caller bound (and so knows the address of, port 0
+// included); a nil ln listens on c.HTTP.Addr. RunOn closes ln.
+func RunOn(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus.Registry, ln net.Listener) error {
+	if ln != nil {
+		defer ln.Close()
+	}
 	if reg == nil {
 		reg = NewRegistry()
 	}
@@ -107,9 +118,10 @@ func Run(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", c.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("http.addr %s: %w", c.HTTP.Addr, err)
+	if ln == nil {
+		if ln, err = Listen(c.HTTP.Addr); err != nil {
+			return err
+		}
 	}
 	log.Info("serving metrics and health", "addr", ln.Addr().String())
 	h := Handler(reg, w.Ready)
@@ -137,6 +149,15 @@ func Run(ctx context.Context, c config.Config, log *slog.Logger, reg *prometheus
 		return err
 	})
 	return g.Wait()
+}
+
+// Listen binds the metrics and health address addr (http.addr).
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.addr %s: %w", addr, err)
+	}
+	return ln, nil
 }
 
 // WithPprof serves the runtime profiles of net/http/pprof under

@@ -76,6 +76,15 @@ environment, which wins over the file.`,
 	root.Version = buildinfo.String()
 	root.SetVersionTemplate("streamworker {{.Version}}\n")
 	root.AddCommand(runCmd(), devCmd(), topicsCmd(), configCmd(), loadgenCmd(), replayCmd(), dlqCmd(), parkedCmd(), versionCmd(), lagExporterCmd())
+	// cobra adds help and completion when it executes; added now, strict
+	// covers them too (help bogus and completion bogus exited 0).
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "help" {
+			c.Run, c.RunE = nil, helpRun
+		}
+	}
 	strict(root)
 	return root
 }

@@ -153,6 +153,42 @@ func TestTopicsEnsure(t *testing.T) {
 	}
 }
 
+// TestTopicsEnsurePartitionsOnUpgrade: the pre-upgrade run of topics ensure
+// accepts partitions added out of band (exit 0, a warning on stderr) and
+// fails on fewer partitions than configured (exit 1, the fix named).
+func TestTopicsEnsurePartitionsOnUpgrade(t *testing.T) {
+	k := testenv.Kafka(t)
+	t.Setenv("SW_KAFKA_BROKERS", strings.Join(k.Seeds(), ","))
+	t.Setenv("SW_TOPICS_PARTITIONS", "4")
+	t.Setenv("SW_TOPICS_REPLICATION_FACTOR", "1")
+	ensure := func() (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), []string{"topics", "ensure"}, &stdout, &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+	if code, _, stderr := ensure(); code != 0 {
+		t.Fatalf("first run: exit %d: %s", code, stderr)
+	}
+	resps, err := k.Admin(t).UpdatePartitions(context.Background(), 6, "user.activity")
+	if err == nil {
+		err = resps.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := ensure()
+	if code != 0 || !strings.Contains(stderr, "warning: topic user.activity: 6 partitions, more than the 4 configured") ||
+		!strings.Contains(stdout, "user.activity: exists, 6 partitions") {
+		t.Errorf("more partitions: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	t.Setenv("SW_TOPICS_PARTITIONS", "8")
+	code, _, stderr = ensure()
+	if code != 1 || !strings.Contains(stderr, "topic user.activity: 6 partitions, fewer than the 8 configured") ||
+		!strings.Contains(stderr, "--alter --topic user.activity --partitions 8") {
+		t.Errorf("fewer partitions: exit %d, stderr %q", code, stderr)
+	}
+}
+
 func hasConfig(cs []kadm.Config, key, value string) bool {
 	for _, c := range cs {
 		if c.Key == key && c.Value != nil && *c.Value == value {

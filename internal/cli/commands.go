@@ -46,6 +46,9 @@ with Ctrl-C, or give --duration.`,
 			if err := lvl.UnmarshalText([]byte(level)); err != nil {
 				return usageError{fmt.Errorf("--log.level: %w", err)}
 			}
+			if err := o.Validate(); err != nil {
+				return usageError{err}
+			}
 			o.Out = cmd.OutOrStdout()
 			o.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 			return dev.Run(cmd.Context(), o)
@@ -86,8 +89,10 @@ func topicsCmd() *cobra.Command {
 		Short: "Create missing topics and check existing ones (partitions, cleanup policy)",
 		Long: `Create the input and output topics that do not exist yet, with topics.partitions
 partitions and topics.replication_factor replicas (the aggregates topic is
-compacted), and check those that exist. An existing topic is never altered: a
-mismatch is reported and the command fails.`,
+compacted), and check those that exist. An existing topic is never altered.
+More partitions than topics.partitions is accepted with a warning; fewer, or
+another cleanup policy, is an error naming the topic and the fix, and the
+command exits 1.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
@@ -104,12 +109,11 @@ mismatch is reported and the command fails.`,
 			pr := newProgress(cmd.ErrOrStderr(), "topics ensure", "topics", int64(len(specs)))
 			adm := kadm.NewClient(cl)
 			var errs []error
+			var all []admin.Result
 			for i, spec := range specs {
 				pr.update(int64(i), spec.Name)
 				results, err := admin.Ensure(cmd.Context(), adm, []topics.Spec{spec})
-				for _, r := range results {
-					fmt.Fprintln(cmd.OutOrStdout(), r)
-				}
+				all = append(all, results...)
 				if err != nil {
 					errs = append(errs, err)
 					if len(results) == 0 { // the cluster could not be reached
@@ -117,7 +121,16 @@ mismatch is reported and the command fails.`,
 					}
 				}
 			}
-			pr.finish(int64(len(specs)), fmt.Sprintf("%d failed", len(errs)))
+			pr.finish(int64(len(all)), fmt.Sprintf("%d failed", len(errs)))
+			// Printed once the bar's line is ended, not across it.
+			for _, r := range all {
+				fmt.Fprintln(cmd.OutOrStdout(), r)
+			}
+			for _, r := range all {
+				if r.Warning != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "streamworker: warning:", r.Warning)
+				}
+			}
 			return errors.Join(errs...)
 		},
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // progress reports how far a long command is. It is safe for concurrent
@@ -25,6 +27,7 @@ type progress struct {
 	now   func() time.Time
 	start time.Time
 	last  time.Time // of the last output; zero before the first
+	cols  int       // the terminal's width, when tty
 }
 
 // Redraw and line intervals.
@@ -39,6 +42,7 @@ func newProgress(w io.Writer, label, unit string, total int64) *progress {
 	p := &progress{w: w, tty: isTerminal(w), label: label, unit: unit, total: total, every: lineEvery, now: time.Now}
 	if p.tty {
 		p.every = redrawEvery
+		p.cols = terminalWidth(w)
 	}
 	p.start = p.now()
 	return p
@@ -53,6 +57,17 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0 && os.Getenv("TERM") != "dumb"
+}
+
+// terminalWidth returns the width of the terminal w, or 80 when it cannot
+// be read.
+func terminalWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			return cols
+		}
+	}
+	return 80
 }
 
 // setTotal sets the total once it is known.
@@ -111,7 +126,14 @@ func (p *progress) write(now time.Time, done int64, note string, final bool) {
 	case p.tty && final:
 		fmt.Fprintf(p.w, "\r\033[K%s\n", b.String())
 	case p.tty:
-		fmt.Fprintf(p.w, "\r\033[K%s", b.String())
+		// A line wider than the terminal wraps, and the next \r would
+		// redraw only its last row: the bar would scroll instead of
+		// staying in place. The line is ASCII.
+		line := b.String()
+		if p.cols > 1 && len(line) > p.cols-1 {
+			line = line[:p.cols-1]
+		}
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
 	default:
 		fmt.Fprintln(p.w, b.String())
 	}

@@ -55,8 +55,8 @@ func TestProgressBarOnATerminal(t *testing.T) {
 	}
 }
 
-// TestLongCommandsReportProgress: topics ensure, replay and dlq redrive end
-// with a progress line on stderr, results on stdout.
+// TestLongCommandsReportProgress: topics ensure, loadgen, replay and dlq
+// redrive end with a progress line on stderr, results on stdout.
 func TestLongCommandsReportProgress(t *testing.T) {
 	k := testenv.Kafka(t)
 	t.Setenv("SW_KAFKA_BROKERS", strings.Join(k.Seeds(), ","))
@@ -67,6 +67,7 @@ func TestLongCommandsReportProgress(t *testing.T) {
 		stdout, stderr string
 	}{
 		{[]string{"topics", "ensure"}, "user.activity", "topics ensure 7/7 topics (100%)"},
+		{[]string{"loadgen", "--events", "500", "--rate", "0"}, "done: sent 500", "loadgen 500/500 records (100%)"},
 		{[]string{"replay", "--from-offset", "0"}, "user.activity[1] -> 0", "replay 3/3 steps (100%)"},
 		{[]string{"dlq", "redrive"}, "read 0, redriven 0, skipped 0", "dlq redrive 0 records"},
 	} {
@@ -77,5 +78,26 @@ func TestLongCommandsReportProgress(t *testing.T) {
 		if !strings.Contains(stdout.String(), tc.stdout) || !strings.Contains(stderr.String(), tc.stderr) {
 			t.Errorf("%v: stdout %q, stderr %q; want %q and %q", tc.args, stdout.String(), stderr.String(), tc.stdout, tc.stderr)
 		}
+	}
+}
+
+// TestProgressBarFitsTheTerminal: on a terminal narrower than the line, the
+// redrawn line is cut to the width (a wrapped line made the bar scroll a
+// new row at every redraw); the final line is whole.
+func TestProgressBarFitsTheTerminal(t *testing.T) {
+	var out bytes.Buffer
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	p := newProgress(&out, "loadgen", "records", 1000)
+	p.tty, p.every, p.cols, p.now, p.start = true, redrawEvery, 60, clock.now, clock.now()
+	clock.advance(time.Second)
+	p.update(100, "valid 99, duplicates 1, malformed 0")
+	clock.advance(9 * time.Second)
+	p.finish(1000, "valid 990, duplicates 10, malformed 0")
+	redraw, final, _ := strings.Cut(out.String(), "\r\033[K"+"loadgen [##############################]")
+	if want := "\r\033[K" + "loadgen [###---------------------------] 100/1000 records ("; redraw != want {
+		t.Errorf("redrawn line %q, want the first 59 columns: %q", redraw, want)
+	}
+	if want := " 1000/1000 records (100%), 100/s, 10s, valid 990, duplicates 10, malformed 0\n"; final != want {
+		t.Errorf("final line %q, want %q", final, want)
 	}
 }

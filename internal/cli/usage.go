@@ -71,6 +71,17 @@ func strict(c *cobra.Command) {
 	}
 }
 
+// helpRun shows the help of the command args name, and refuses, as a usage
+// error, args that name none (cobra's help printed the root's usage and
+// exited 0).
+func helpRun(c *cobra.Command, args []string) error {
+	cmd, rest, err := c.Root().Find(args)
+	if err != nil || len(rest) > 0 {
+		return usageError{fmt.Errorf("help: unknown command %q; the commands are %s", strings.Join(args, " "), subcommands(c.Root()))}
+	}
+	return cmd.Help()
+}
+
 // noArgs refuses any argument, as a usage error.
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
@@ -89,6 +100,10 @@ func subcommands(c *cobra.Command) string {
 	return strings.Join(names, ", ")
 }
 
+// helpColumns is the width flag descriptions are wrapped to in help, each
+// continuation line indented under the description's first.
+const helpColumns = 100
+
 // usage writes c's usage: like cobra's, but with the command's own flags
 // first and the configuration flags in a section of their own.
 func usage(c *cobra.Command) error {
@@ -105,10 +120,16 @@ func usage(c *cobra.Command) error {
 	}
 	if c.HasAvailableSubCommands() {
 		b.WriteString("\n\nAvailable Commands:")
+		var subs []*cobra.Command
+		width := 0
 		for _, s := range c.Commands() {
 			if s.IsAvailableCommand() || s.Name() == "help" {
-				fmt.Fprintf(&b, "\n  %-*s %s", c.NamePadding(), s.Name(), s.Short)
+				subs = append(subs, s)
+				width = max(width, len(s.Name()))
 			}
+		}
+		for _, s := range subs { // the descriptions in one column
+			fmt.Fprintf(&b, "\n  %-*s  %s", width, s.Name(), s.Short)
 		}
 	}
 	own := pflag.NewFlagSet(c.Name(), pflag.ContinueOnError)
@@ -121,14 +142,14 @@ func usage(c *cobra.Command) error {
 		}
 	})
 	if own.HasAvailableFlags() {
-		b.WriteString("\n\nFlags:\n" + strings.TrimRight(own.FlagUsages(), " \n"))
+		b.WriteString("\n\nFlags:\n" + strings.TrimRight(own.FlagUsagesWrapped(helpColumns), " \n"))
 	}
 	if c.HasAvailableInheritedFlags() {
-		b.WriteString("\n\nGlobal Flags:\n" + strings.TrimRight(c.InheritedFlags().FlagUsages(), " \n"))
+		b.WriteString("\n\nGlobal Flags:\n" + strings.TrimRight(c.InheritedFlags().FlagUsagesWrapped(helpColumns), " \n"))
 	}
 	if conf.HasAvailableFlags() {
 		b.WriteString("\n\nConfiguration flags (each key can also be set as SW_<KEY> in the environment,\n" +
-			"e.g. SW_KAFKA_BROKERS, or in the --config file; flags win):\n" + strings.TrimRight(conf.FlagUsages(), " \n"))
+			"e.g. SW_KAFKA_BROKERS, or in the --config file; flags win):\n" + strings.TrimRight(conf.FlagUsagesWrapped(helpColumns), " \n"))
 	}
 	if c.HasAvailableSubCommands() {
 		b.WriteString("\n\nUse \"" + c.CommandPath() + " [command] --help\" for more information about a command.")

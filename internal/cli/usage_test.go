@@ -6,7 +6,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +48,23 @@ var usageCases = []struct {
 	{[]string{"loadgen", "--duplicates", "2"}, nil, 2, "duplicates 2: want a fraction in [0,1]"},
 	{[]string{"dev", "--log.level", "loud"}, nil, 2, "--log.level"},
 	{[]string{"dev"}, map[string]string{"SW_HTTP_ADDR": ""}, 2, "SW_HTTP_ADDR is set but empty"},
+	{[]string{"--bogus"}, nil, 2, "unknown flag: --bogus"},
+	{[]string{"run", "-x"}, nil, 2, "unknown shorthand flag: 'x' in -x"},
+	{[]string{"dlq"}, nil, 2, "streamworker dlq needs a command: redrive"},
+	{[]string{"dlq", "redrive", "extra"}, nil, 2, `streamworker dlq redrive takes no arguments, got ["extra"]`},
+	{[]string{"topics", "ensure", "x"}, nil, 2, `streamworker topics ensure takes no arguments, got ["x"]`},
+	{[]string{"config", "check", "x"}, nil, 2, `streamworker config check takes no arguments, got ["x"]`},
+	{[]string{"lag-exporter", "x"}, nil, 2, `unknown command "x" for "streamworker lag-exporter"`},
+	{[]string{"lag-exporter", "--interval", "0"}, nil, 2, "--interval must be positive, got 0s"},
+	{[]string{"help", "bogus"}, nil, 2, `help: unknown command "bogus"; the commands are`},
+	{[]string{"completion", "bogus"}, nil, 2, `unknown command "bogus" for "streamworker completion"`},
+	{[]string{"dev", "--partitions", "0"}, nil, 2, "--partitions 0: want at least 1"},
+	{[]string{"dev", "--rate", "-1"}, nil, 2, "--rate -1: want events per second, or 0 for as fast as possible"},
+	{[]string{"parked"}, nil, 2, "streamworker parked needs a command: list, release"},
+	{[]string{"parked", "lst"}, nil, 2, `unknown command "lst" for "streamworker parked"; did you mean list?`},
+	{[]string{"parked", "list", "x"}, nil, 2, `streamworker parked list takes no arguments, got ["x"]`},
+	{[]string{"parked", "release"}, nil, 2, "streamworker parked release takes one argument, the user, got []"},
+	{[]string{"parked", "release", "a", "b"}, nil, 2, `streamworker parked release takes one argument, the user, got ["a" "b"]`},
 }
 
 func TestUsageErrorsExit2(t *testing.T) {
@@ -120,4 +142,117 @@ func TestDevHonoursHTTPAddr(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, "dev never served /livez on SW_HTTP_ADDR "+addr)
+}
+
+// TestDevBannerShowsBoundAddress: with --http.addr 127.0.0.1:0 the banner
+// names the port really bound (it printed http://localhost//127.0.0.1:0/metrics),
+// and that URL serves the metrics.
+func TestDevBannerShowsBoundAddress(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stdout, stderr testenv.LockedBuffer
+	go func() {
+		done <- Main(ctx, []string{"dev", "--http.addr", "127.0.0.1:0", "--rate", "10", "--partitions", "1"}, &stdout, &stderr)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	banner := regexp.MustCompile(`(?m)^http +(http://127\.0\.0\.1:([0-9]+)/metrics) `)
+	var url string
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		m := banner.FindStringSubmatch(stdout.String())
+		if m == nil || m[2] == "0" {
+			return false
+		}
+		url = m[1]
+		return true
+	}, "dev printed no banner line with the bound address")
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+}
+
+// TestHelpAligned: in every command's help the subcommands' descriptions
+// start in one column, and no line is wider than the flag descriptions are
+// wrapped to (lag-exporter's description was pushed out of the column, and
+// configuration flag lines ran past 200 columns).
+func TestHelpAligned(t *testing.T) {
+	for _, cmd := range [][]string{{}, {"topics"}, {"dlq"}, {"config"}, {"parked"}, {"run"}, {"dev"}, {"loadgen"},
+		{"replay"}, {"dlq", "redrive"}, {"topics", "ensure"}, {"config", "check"}, {"lag-exporter"},
+		{"parked", "list"}, {"parked", "release"}} {
+		var stdout, stderr bytes.Buffer
+		if code := Main(context.Background(), append(cmd, "--help"), &stdout, &stderr); code != 0 {
+			t.Fatalf("%v --help: exit %d: %s", cmd, code, stderr.String())
+		}
+		out := stdout.String()
+		for line := range strings.Lines(out) {
+			if n := len(strings.TrimRight(line, "\n")); n > helpColumns {
+				t.Errorf("%v --help: a line of %d columns: %q", cmd, n, line)
+			}
+		}
+		_, commands, ok := strings.Cut(out, "Available Commands:\n")
+		if !ok {
+			continue
+		}
+		commands, _, _ = strings.Cut(commands, "\n\n")
+		column := -1
+		for line := range strings.Lines(commands) {
+			fields := strings.Fields(line)
+			at := strings.Index(line, fields[1])
+			if column >= 0 && at != column {
+				t.Errorf("%v --help: description of %s at column %d, others at %d:\n%s", cmd, fields[0], at, column, commands)
+			}
+			column = at
+		}
+	}
+}
+
+// TestCLIDocListsEveryUsageError: docs/cli.md's table of usage errors and
+// usageCases list the same invocations, with the same exit status and a
+// message that contains the one the test expects.
+func TestCLIDocListsEveryUsageError(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(doc), "## Every usage error\n")
+	if !ok {
+		t.Fatal("docs/cli.md has no section Every usage error")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	row := regexp.MustCompile("(?m)^\\| `([^`]*)` \\| ([0-9]+) \\| `([^`]*)` \\|$")
+	type docRow struct {
+		code int
+		msg  string
+	}
+	rows := map[string]docRow{}
+	for _, m := range row.FindAllStringSubmatch(table, -1) {
+		code, _ := strconv.Atoi(m[2])
+		rows[m[1]] = docRow{code, m[3]}
+	}
+	for _, tc := range usageCases {
+		var inv []string
+		for _, k := range slices.Sorted(maps.Keys(tc.env)) {
+			inv = append(inv, k+"="+tc.env[k])
+		}
+		key := strings.Join(append(append(inv, "streamworker"), tc.args...), " ")
+		r, ok := rows[key]
+		if !ok {
+			t.Errorf("docs/cli.md lacks a row for `%s`", key)
+			continue
+		}
+		delete(rows, key)
+		if r.code != tc.code || !strings.Contains(r.msg, tc.stderr) {
+			t.Errorf("docs/cli.md: `%s` exits %d with %q; the test expects %d and %q", key, r.code, r.msg, tc.code, tc.stderr)
+		}
+	}
+	for key := range rows {
+		t.Errorf("docs/cli.md lists `%s`, which no test case runs", key)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,9 +46,28 @@ type Options struct {
 	Log *slog.Logger
 }
 
+// Validate reports the first option out of its range, naming its flag.
+func (o Options) Validate() error {
+	switch {
+	case o.Duration < 0:
+		return fmt.Errorf("--duration %s: want 0 (until stopped) or more", o.Duration)
+	case o.Rate < 0:
+		return fmt.Errorf("--rate %g: want events per second, or 0 for as fast as possible", o.Rate)
+	case o.Users < 1:
+		return fmt.Errorf("--users %d: want at least 1", o.Users)
+	case o.Partitions < 1:
+		return fmt.Errorf("--partitions %d: want at least 1", o.Partitions)
+	}
+	return nil
+}
+
 // Run starts everything, prints a summary line every second, and stops
-// cleanly when ctx is cancelled or Duration has passed.
+// cleanly when ctx is cancelled or Duration has passed. Options that
+// Validate refuses are refused before anything starts.
 func Run(ctx context.Context, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	if o.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.Duration)
@@ -91,7 +111,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintf(o.Out, "topics  %s (%d partitions) -> %s, %s, %s, %s, %s\n", names.Input, o.Partitions,
 		names.Aggregates, names.Milestones, names.Anomalies, names.DLQ, names.Gaps)
-	fmt.Fprintf(o.Out, "http    http://localhost%s/metrics  /livez  /readyz\n", displayAddr(o.HTTPAddr))
+	ln, err := app.Listen(o.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	fmt.Fprintf(o.Out, "http    %s  /livez  /readyz\n", metricsURL(ln.Addr()))
 	fmt.Fprintf(o.Out, "load    %.0f events/s over %d users: 5%% duplicates, 3%% out of order, 1%% malformed, anomaly bursts\n\n", o.Rate, o.Users)
 
 	gen, err := loadgen.New(loadgen.Config{
@@ -106,7 +131,7 @@ func Run(ctx context.Context, o Options) error {
 
 	reg := app.NewRegistry()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return app.Run(gctx, c, o.Log, reg) })
+	g.Go(func() error { return app.RunOn(gctx, c, o.Log, reg, ln) })
 	g.Go(func() error {
 		_, err := loadgen.Produce(gctx, cl, gen, o.Rate, nil)
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -125,11 +150,17 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-func displayAddr(addr string) string {
-	if len(addr) > 0 && addr[0] == ':' {
-		return addr
+// metricsURL is the URL of /metrics on a bound address: its real port, and
+// localhost for an address bound on every interface.
+func metricsURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/metrics"
 	}
-	return "//" + addr
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/metrics"
 }
 
 // counters is one reading of the metrics the summary shows.

@@ -1,5 +1,11 @@
 // Package admin provisions the topics of streamworker: it creates the ones
 // that are missing and checks the ones that exist, never altering them.
+//
+// An existing topic with more partitions than configured is accepted with a
+// warning (partitions were added out of band, for example to scale out;
+// Kafka cannot remove them again). One with fewer is an error naming the
+// fix, because the configured count is what the replicas and autoscaling
+// were sized for.
 package admin
 
 import (
@@ -18,10 +24,10 @@ import (
 // ErrMismatch is wrapped by every *MismatchError.
 var ErrMismatch = errors.New("existing topic does not match its spec")
 
-// MismatchError reports an existing topic whose partition count or cleanup
-// policy differs from its spec. Ensure never alters an existing topic: the
-// operator decides (repartitioning moves users between partitions, and a
-// compacted topic turned to delete loses state).
+// MismatchError reports an existing topic with fewer partitions than its
+// spec, or whose cleanup policy differs from its spec. Ensure never alters
+// an existing topic: the operator decides (adding partitions moves users
+// between partitions, and a compacted topic turned to delete loses state).
 type MismatchError struct {
 	Topic   string
 	Setting string // "partitions" or "cleanup.policy"
@@ -29,10 +35,21 @@ type MismatchError struct {
 	Got     string
 }
 
-// Error implements error.
+// Error implements error. For partitions it names both counts, the command
+// that adds the missing ones and what adding them does to per-user order.
 func (e *MismatchError) Error() string {
+	if e.Setting == settingPartitions {
+		return fmt.Sprintf("topic %s: %s partitions, fewer than the %s configured (topics.partitions): "+
+			"add them with `kafka-topics --bootstrap-server <broker> --alter --topic %s --partitions %s`, "+
+			"or set topics.partitions to %s. Adding partitions moves keys (users) to other partitions: "+
+			"a user's records produced before and after the change may be processed out of order, "+
+			"so drain the topic's backlog first (existing topics are never altered by streamworker)",
+			e.Topic, e.Got, e.Want, e.Topic, e.Want, e.Got)
+	}
 	return fmt.Sprintf("topic %s: %s is %s, want %s (existing topics are never altered)", e.Topic, e.Setting, e.Got, e.Want)
 }
+
+const settingPartitions = "partitions"
 
 // Unwrap returns ErrMismatch.
 func (e *MismatchError) Unwrap() error { return ErrMismatch }
@@ -50,6 +67,9 @@ type Result struct {
 	// CleanupPolicy is the topic's actual cleanup.policy, when it was
 	// checked.
 	CleanupPolicy string
+	// Warning, when not empty, is something an operator should know that
+	// is not an error: the topic has more partitions than its spec.
+	Warning string
 	// Err is nil when the topic exists as specified, a *MismatchError when
 	// it exists otherwise, or the error that prevented creating or
 	// checking it.
@@ -58,9 +78,11 @@ type Result struct {
 
 // Ensure creates every topic in specs that does not exist, with its
 // partitions, replication factor and configs, and checks every topic that
-// exists: a partition count (unless the spec's is -1) or a cleanup.policy
-// (when the spec sets one) that differs is reported as a *MismatchError
-// naming the topic. Existing topics are never altered.
+// exists: fewer partitions than the spec's (unless the spec's is -1) or a
+// cleanup.policy (when the spec sets one) that differs is reported as a
+// *MismatchError naming the topic; more partitions than the spec's is
+// accepted and noted in the Result's Warning. Existing topics are never
+// altered.
 //
 // It returns one Result per spec, in order, and an error joining every
 // Result's Err; a failure to reach the cluster at all returns no results.
@@ -156,9 +178,15 @@ func check(ctx context.Context, adm *kadm.Client, specs []topics.Spec, idx []int
 			r.ReplicationFactor = int16(len(d.Partitions.Sorted()[0].Replicas))
 		}
 		var errs []error
-		if s.Partitions > 0 && r.Partitions != s.Partitions {
-			errs = append(errs, &MismatchError{Topic: s.Name, Setting: "partitions",
+		switch {
+		case s.Partitions <= 0:
+		case r.Partitions < s.Partitions:
+			errs = append(errs, &MismatchError{Topic: s.Name, Setting: settingPartitions,
 				Want: fmt.Sprint(s.Partitions), Got: fmt.Sprint(r.Partitions)})
+		case r.Partitions > s.Partitions:
+			r.Warning = fmt.Sprintf("topic %s: %d partitions, more than the %d configured (topics.partitions): "+
+				"accepted; set topics.partitions to %d for replica ceilings and autoscaling to follow",
+				s.Name, r.Partitions, s.Partitions, r.Partitions)
 		}
 		if want := s.Configs[topics.ConfigCleanupPolicy]; want != nil {
 			got, err := cleanupPolicy(configs, configsErr, s.Name)
@@ -199,6 +227,36 @@ func cleanupPolicy(configs kadm.ResourceConfigs, err error, topic string) (strin
 		}
 	}
 	return topics.CleanupDelete, nil // Kafka's default
+}
+
+// String describes r on one line: what was found or done, and whether it
+// has a warning or an error (their texts are in Warning and Err).
+func (r Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: ", r.Topic)
+	switch {
+	case r.Created:
+		b.WriteString("created")
+	case r.Partitions > 0:
+		b.WriteString("exists")
+	default:
+		b.WriteString("unknown")
+	}
+	if r.Partitions > 0 {
+		fmt.Fprintf(&b, ", %d partitions, replication factor %d", r.Partitions, r.ReplicationFactor)
+	}
+	if r.CleanupPolicy != "" {
+		fmt.Fprintf(&b, ", cleanup.policy %s", r.CleanupPolicy)
+	}
+	switch {
+	case r.Err != nil:
+		b.WriteString(" (error)")
+	case r.Warning != "":
+		b.WriteString(" (warning)")
+	default:
+		b.WriteString(" (ok)")
+	}
+	return b.String()
 }
 
 // samePolicy compares two cleanup.policy lists ("compact,delete") as sets.

@@ -182,3 +182,70 @@ func TestEnsureCreateError(t *testing.T) {
 		t.Fatalf("results %+v", results)
 	}
 }
+
+// TestEnsurePartitionsAddedOutOfBand: an upgrade whose topics have gained
+// partitions (kafka-topics --alter) since they were created passes, with a
+// warning naming both counts; Ensure still alters nothing.
+func TestEnsurePartitionsAddedOutOfBand(t *testing.T) {
+	_, adm := cluster(t)
+	ctx := testContext(t)
+	n := topics.DefaultNames()
+	specs := topics.Specs(n, 3, 1)
+	if _, err := admin.Ensure(ctx, adm, specs); err != nil {
+		t.Fatal(err)
+	}
+	resps, err := adm.UpdatePartitions(ctx, 5, n.Input) // 3 -> 5
+	if err == nil {
+		err = resps.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, err := admin.Ensure(ctx, adm, specs)
+	if err != nil {
+		t.Fatalf("Ensure refused a topic with more partitions than configured: %v", err)
+	}
+	for _, r := range results {
+		if r.Topic != n.Input {
+			if r.Warning != "" || r.Partitions != 3 {
+				t.Errorf("%s: %+v", r.Topic, r)
+			}
+			continue
+		}
+		if r.Partitions != 5 || r.Created {
+			t.Errorf("input: %+v", r)
+		}
+		for _, want := range []string{"topic " + n.Input + ": 5 partitions", "3 configured", "topics.partitions"} {
+			if !strings.Contains(r.Warning, want) {
+				t.Errorf("warning %q lacks %q", r.Warning, want)
+			}
+		}
+		if !strings.HasSuffix(r.String(), "(warning)") {
+			t.Errorf("String() = %q", r.String())
+		}
+	}
+	if partitions, _, _ := describe(t, adm, n.Input); partitions != 5 {
+		t.Errorf("input now has %d partitions", partitions)
+	}
+}
+
+// TestEnsureFewerPartitionsNamesTheFix: an existing topic with fewer
+// partitions than configured fails with an error naming the topic, both
+// counts, the kafka-topics command that adds them and the effect on order.
+func TestEnsureFewerPartitionsNamesTheFix(t *testing.T) {
+	n := topics.DefaultNames()
+	_, adm := cluster(t, kfake.SeedTopics(2, n.Input))
+	_, err := admin.Ensure(testContext(t), adm, topics.Specs(n, 6, 1))
+	if !errors.Is(err, admin.ErrMismatch) {
+		t.Fatalf("Ensure: %v, want ErrMismatch", err)
+	}
+	for _, want := range []string{
+		"topic " + n.Input + ": 2 partitions, fewer than the 6 configured",
+		"kafka-topics --bootstrap-server <broker> --alter --topic " + n.Input + " --partitions 6",
+		"out of order",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}

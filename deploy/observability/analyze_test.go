@@ -42,6 +42,10 @@ func TestCheckExpr(t *testing.T) {
 			wantMetrics: "streamworker_consumer_lag", wantLabels: lagLabels},
 		{name: "grafana variables in matchers and range", expr: `sum by (topic, partition) (rate(streamworker_consumer_lag{namespace=~"$namespace", pod=~"${pod:regex}"}[$__rate_interval]))`,
 			wantMetrics: "streamworker_consumer_lag", wantLabels: "partition topic"},
+		{name: "every form of grafana variable", expr: `sum by (topic) (increase(streamworker_events_consumed_total{pod=~"[[pod]]", topic=~"${topic:pipe}"}[$__range])) / ($__range_s + $__interval_ms * 0)`,
+			wantMetrics: "streamworker_events_consumed_total", wantLabels: "topic"},
+		{name: "a variable does not hide a misspelled label", expr: `sum(rate(streamworker_events_consumed_total{topik=~"$topic"}[$__rate_interval]))`,
+			wantErr: ErrUnknownLabel, errContains: "topik"},
 		{name: "trailing grouping", expr: `sum(streamworker_consumer_lag) by (group)`,
 			wantMetrics: "streamworker_consumer_lag", wantLabels: "group"},
 		{name: "no grouping drops every label", expr: `sum(rate(streamworker_events_consumed_total[5m])) * 60`,
@@ -119,7 +123,8 @@ func TestCheckExpr(t *testing.T) {
 		{name: "unbalanced parenthesis", expr: `sum by (topic (streamworker_consumer_lag)`, wantErr: ErrSyntax},
 		{name: "unclosed range", expr: `rate(streamworker_events_consumed_total[5m)`, wantErr: ErrSyntax},
 		{name: "unterminated string", expr: `streamworker_consumer_lag{topic="x}`, wantErr: ErrSyntax},
-		{name: "regex name only", expr: `{__name__=~"streamworker_.*"}`, wantErr: ErrSyntax},
+		{name: "regex name only", expr: `{__name__=~"streamworker_.*"}`, wantErr: ErrUnknownMetric, errContains: "names no metric"},
+		{name: "experimental function", expr: `sort_by_label(streamworker_consumer_lag, "topic")`, wantErr: ErrSyntax, errContains: "sort_by_label"},
 		{name: "trailing garbage", expr: `streamworker_consumer_lag streamworker_dlq_total`, wantErr: ErrSyntax},
 		{name: "aggregation arity", expr: `topk(streamworker_consumer_lag)`, wantErr: ErrSyntax},
 	}
@@ -151,9 +156,11 @@ func TestCheckExpr(t *testing.T) {
 	}
 }
 
+// TestCheckQueriesTemplates: a legend or an alert template may use only the
+// labels its query's result carries.
 func TestCheckQueriesTemplates(t *testing.T) {
 	cat := fixtureCatalog(t)
-	tests := []struct {
+	for _, tt := range []struct {
 		name    string
 		q       Query
 		wantErr bool
@@ -163,38 +170,35 @@ func TestCheckQueriesTemplates(t *testing.T) {
 		{"alert annotation", Query{Expr: `max by (namespace, topic) (streamworker_consumer_lag) > 10`, Templates: []string{"{{ $labels.topic }} in {{ $labels.namespace }}: {{ $value | humanize }}"}}, false},
 		{"alert annotation misspelled", Query{Expr: `max by (namespace, topic) (streamworker_consumer_lag) > 10`, Templates: []string{"{{ $labels.topci }}"}}, true},
 		{"alert annotation with .Labels", Query{Expr: `max by (topic) (streamworker_consumer_lag) > 10`, Templates: []string{"{{ .Labels.pod }}"}}, true},
-	}
-	for _, tt := range tests {
+	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := CheckQueries(cat, []Query{tt.q})
-			if (err != nil) != tt.wantErr {
+			switch err := CheckQueries(cat, []Query{tt.q}); {
+			case (err != nil) != tt.wantErr:
 				t.Fatalf("CheckQueries error = %v, want error %v", err, tt.wantErr)
-			}
-			if err != nil && !errors.Is(err, ErrUnknownLabel) {
+			case err != nil && !errors.Is(err, ErrUnknownLabel):
 				t.Fatalf("error %v does not wrap ErrUnknownLabel", err)
 			}
 		})
 	}
 }
 
+// TestCheckVariables: Grafana's label_values and query_result variable
+// queries are checked like panel queries.
 func TestCheckVariables(t *testing.T) {
 	cat := fixtureCatalog(t)
-	tests := []struct {
-		v       VariableQuery
-		wantErr error
-	}{
-		{VariableQuery{"namespace", `label_values(streamworker_consumer_lag, namespace)`}, nil},
-		{VariableQuery{"pod", `label_values(streamworker_consumer_lag{namespace=~"$namespace"}, pod)`}, nil},
-		{VariableQuery{"any", `label_values(job)`}, nil},
-		{VariableQuery{"topics", `query_result(sum by (topic) (streamworker_consumer_lag))`}, nil},
-		{VariableQuery{"bad label", `label_values(streamworker_events_consumed_total, group)`}, ErrUnknownLabel},
-		{VariableQuery{"bad metric", `label_values(streamworker_consumer_lagg, group)`}, ErrUnknownMetric},
+	want := map[VariableQuery]error{ // nil: the query passes
+		{"namespace", `label_values(streamworker_consumer_lag, namespace)`}:              nil,
+		{"pod", `label_values(streamworker_consumer_lag{namespace=~"$namespace"}, pod)`}: nil,
+		{"any", `label_values(job)`}: nil,
+		{"topics", `query_result(sum by (topic) (streamworker_consumer_lag))`}:   nil,
+		{"bad label", `label_values(streamworker_events_consumed_total, group)`}: ErrUnknownLabel,
+		{"bad metric", `label_values(streamworker_consumer_lagg, group)`}:        ErrUnknownMetric,
 	}
-	for _, tt := range tests {
-		t.Run(tt.v.Name, func(t *testing.T) {
-			err := CheckVariables(cat, []VariableQuery{tt.v})
-			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-				t.Fatalf("CheckVariables(%q) = %v, want %v", tt.v.Query, err, tt.wantErr)
+	for v, wantErr := range want {
+		t.Run(v.Name, func(t *testing.T) {
+			err := CheckVariables(cat, []VariableQuery{v})
+			if wantErr == nil && err != nil || wantErr != nil && !errors.Is(err, wantErr) {
+				t.Fatalf("CheckVariables(%q) = %v, want %v", v.Query, err, wantErr)
 			}
 		})
 	}
