@@ -86,15 +86,21 @@ func Replay(ctx context.Context, adm *kadm.Client, group, topic string, from Rep
 // RedriveStats counts what Redrive did.
 type RedriveStats struct {
 	Read, Redriven, Skipped int
+	// Truncated counts the copies left on the DLQ because the worker cut
+	// them to fit kafka.max_message_bytes (header dlq.truncated): their
+	// originals are on the input at dlq.topic, dlq.partition, dlq.offset.
+	Truncated int
 }
 
 // Redrive copies the dead-letter records present when it starts back to the
 // input topic, with their original key, value and headers (the dlq.*
 // headers removed), and commits its progress in group so a second run does
 // not redrive them again. A non-empty reason redrives only records whose
-// reason, as DLQReason reads it, matches. progress, if not nil, is called
-// after each batch with the counts so far and the number of records the
-// redrive reads in all.
+// reason, as DLQReason reads it, matches. A copy the worker truncated
+// (dlq.truncated) is not the original record and is never redriven: it
+// stays on the DLQ, counted in RedriveStats.Truncated. progress, if not
+// nil, is called after each batch with the counts so far and the number of
+// records the redrive reads in all.
 func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, reason string,
 	progress func(st RedriveStats, total int64)) (RedriveStats, error) {
 	var st RedriveStats
@@ -167,6 +173,10 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 				st.Skipped++
 				return
 			}
+			if truncated(r) {
+				st.Truncated++
+				return
+			}
 			nr := &kgo.Record{Topic: inputTopic, Key: r.Key, Value: r.Value}
 			for _, h := range r.Headers {
 				if !strings.HasPrefix(h.Key, "dlq.") {
@@ -201,4 +211,16 @@ func DLQReason(r *kgo.Record) string {
 		}
 	}
 	return ""
+}
+
+// truncated reports whether r is a DLQ copy the worker cut to fit
+// kafka.max_message_bytes: it has a dlq.truncated header, which only the
+// worker writes (an incoming one is renamed original.dlq.truncated).
+func truncated(r *kgo.Record) bool {
+	for _, h := range r.Headers {
+		if h.Key == "dlq.truncated" {
+			return true
+		}
+	}
+	return false
 }

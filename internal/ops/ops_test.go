@@ -151,3 +151,43 @@ func TestRedriveReadsTheWorkersReason(t *testing.T) {
 		t.Fatalf("redrive --reason malformed: %+v, want both redriven", st)
 	}
 }
+
+// TestRedriveSkipsTruncatedCopies: a DLQ copy the worker had to cut to fit
+// kafka.max_message_bytes (dlq.truncated) is not the original record; sent
+// back to the input it is a different event: a prefix of the value, or, for
+// a CloudEvents record whose data was cut away whole, the event without its
+// data, which the worker applies. Redrive leaves such copies on the DLQ
+// and counts them. Before, both records below were redriven.
+func TestRedriveSkipsTruncatedCopies(t *testing.T) {
+	k := testenv.Kafka(t)
+	dlq, input, group := k.Topic("dlq"), k.Topic("in"), k.Topic("redrive")
+	k.CreateTopics(t, 1, dlq, input)
+	cl := k.Client(t)
+	h := func(k, v string) kgo.RecordHeader { return kgo.RecordHeader{Key: k, Value: []byte(v)} }
+	whole := &kgo.Record{Topic: dlq, Key: []byte("u1"), Value: []byte(`{"id":"e1"}`), Headers: []kgo.RecordHeader{
+		h("dlq.reason", "late"), h("dlq.offset", "3"),
+	}}
+	// As the worker writes a CloudEvents record whose data did not fit:
+	// every header kept, the value cut to nothing.
+	cut := &kgo.Record{Topic: dlq, Key: []byte("u2"), Value: nil, Headers: []kgo.RecordHeader{
+		h("ce_specversion", "1.0"), h("ce_id", "e2"), h("ce_type", "user.activity"),
+		h("dlq.reason", "late"), h("dlq.offset", "4"), h("dlq.truncated", "2000000"),
+	}}
+	produce(t, cl, whole, cut)
+	opts := []kgo.Opt{kgo.SeedBrokers(k.Seeds()...)}
+	ctx := context.Background()
+	st, err := ops.Redrive(ctx, opts, dlq, input, group, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Read != 2 || st.Redriven != 1 || st.Truncated != 1 {
+		t.Fatalf("redrive stats %+v, want 2 read, 1 redriven, 1 truncated", st)
+	}
+	ends, err := k.Admin(t).ListEndOffsets(ctx, input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end, _ := ends.Lookup(input, 0); end.Offset != 1 {
+		t.Fatalf("%d records on the input, want only the whole one", end.Offset)
+	}
+}
