@@ -208,3 +208,24 @@ func TestPanicIsolated(t *testing.T) {
 		t.Error("worker not ready after a poison record")
 	}
 }
+
+// TestStructuredCloudEventRejected: a CloudEvents record in structured mode
+// (the event's attributes in the JSON value, not in ce_* headers) goes to
+// the DLQ as invalid_specversion. Before, it was read as the JSON envelope:
+// its time ignored (the record's timestamp used instead, here a year
+// later), its aggregateid ignored, and the event applied.
+func TestStructuredCloudEventRejected(t *testing.T) {
+	e := newMemEnv(t, 1)
+	r := e.start(e.options(nil))
+	ce := &kgo.Record{Key: []byte("u-ce"), Timestamp: time.Date(2027, 11, 22, 10, 0, 0, 0, time.UTC),
+		Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/cloudevents+json")}},
+		Value: []byte(`{"specversion":"1.0","id":"c1","type":"user.activity","source":"/app",` +
+			`"time":"2026-11-22T10:00:01Z","aggregateid":"u-ce","data":{"action":"click"}}`)}
+	plain := &kgo.Record{Key: []byte("u-ce"), Value: []byte(`{"id":"c2","type":"user.activity","timestamp":"2026-11-22T10:00:02Z"}`)}
+	e.send(ce, plain)
+	e.waitDrained(20 * time.Second)
+	e.wantApplied(r, map[string]int64{"u-ce": 1})
+	if got := e.dlqReasons(); len(got) != 1 || got[0] != "invalid_specversion" {
+		t.Errorf("DLQ reasons %q, want [invalid_specversion]", got)
+	}
+}
