@@ -54,13 +54,16 @@ func (p *partition) emitAggregate(a *aggregate, it *item) {
 // dlq queues the original record for the dead-letter topic with the reason;
 // eventID is empty when the record did not decode. The worker's dlq.*
 // headers are the only ones under those names: an incoming dlq.* header is
-// kept as original.dlq.* (docs/contract.md, "Outputs"). A copy that would
+// kept as original.dlq.* (docs/contract.md, "Outputs"). dlq.timestamp holds
+// the input record's timestamp (Unix milliseconds) for dlq redrive, while
+// the copy's own timestamp is when it was dead-lettered, which the DLQ
+// topic's retention counts from. A copy that would
 // exceed the producer's maximum record size keeps the headers and reason
 // and as much of the value as fits, marked dlq.truncated (the original
 // size); the whole record stays at its input offset.
 func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string) {
 	b := &p.b
-	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+7)
+	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+dlqHeaders+1)
 	for _, h := range r.Headers {
 		if strings.HasPrefix(h.Key, "dlq.") {
 			h.Key = "original." + h.Key
@@ -74,6 +77,7 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 		kgo.RecordHeader{Key: "dlq.topic", Value: []byte(r.Topic)},
 		kgo.RecordHeader{Key: "dlq.partition", Value: []byte(itoa(int64(r.Partition)))},
 		kgo.RecordHeader{Key: "dlq.offset", Value: []byte(itoa(r.Offset))},
+		kgo.RecordHeader{Key: "dlq.timestamp", Value: []byte(itoa(r.Timestamp.UnixMilli()))},
 	)
 	key, value := r.Key, r.Value
 	if size := recordSize(key, value, 0) + headersSize(hs); size > p.w.opts.MaxMessageBytes {
@@ -84,7 +88,7 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 		cut := min(over, len(value))
 		value, over = value[:len(value)-cut], over-cut
 		if over > 0 {
-			own := hs[len(hs)-7:]
+			own := hs[len(hs)-dlqHeaders-1:]
 			hs = append(hs[:0:0], own...)
 			over = recordSize(key, value, 0) + headersSize(hs) - p.w.opts.MaxMessageBytes
 		}
@@ -99,6 +103,10 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 	p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", truncate(eventID, maxDetailBytes),
 		"reason", reason, "processor", processor, "error", truncate(detail, maxDetailBytes))
 }
+
+// dlqHeaders is the number of dlq.* headers every DLQ copy carries (a
+// truncated one has dlq.truncated too).
+const dlqHeaders = 7
 
 // maxDetailBytes bounds the error text of a DLQ record and of a log line.
 const maxDetailBytes = 1024

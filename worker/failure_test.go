@@ -108,6 +108,28 @@ func TestSpoofedDLQReason(t *testing.T) {
 	}
 }
 
+// TestDLQKeepsTheRecordTimestamp: the DLQ copy names the input record's
+// timestamp in dlq.timestamp (milliseconds), so that dlq redrive gives the
+// record back its time: an event without its own timestamp takes the
+// record's as its event time. An incoming dlq.timestamp is kept as
+// original.dlq.timestamp.
+func TestDLQKeepsTheRecordTimestamp(t *testing.T) {
+	e := newMemEnv(t, 1)
+	e.start(e.options(nil))
+	ts := time.Date(2026, 11, 22, 10, 0, 0, 123e6, time.UTC)
+	e.send(&kgo.Record{Key: []byte("u-s"), Value: []byte("{not json"), Timestamp: ts,
+		Headers: []kgo.RecordHeader{{Key: "dlq.timestamp", Value: []byte("1")}}})
+	e.waitDrained(20 * time.Second)
+	dlq := e.readAll(e.names.DLQ)
+	if len(dlq) != 1 {
+		t.Fatalf("%d DLQ records, want 1", len(dlq))
+	}
+	h := headers(dlq[0])
+	if want := fmt.Sprint(ts.UnixMilli()); h["dlq.timestamp"] != want || h["original.dlq.timestamp"] != "1" {
+		t.Errorf("dlq.timestamp %q, original.dlq.timestamp %q; want %s and 1", h["dlq.timestamp"], h["original.dlq.timestamp"], want)
+	}
+}
+
 // conflictingStore rejects every write of the aggregates marked failing as
 // a version conflict, as a store holding something else under their keys
 // would.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,8 +94,8 @@ type RedriveStats struct {
 }
 
 // Redrive copies the dead-letter records present when it starts back to the
-// input topic, with their original key, value and headers (the dlq.*
-// headers removed), and commits its progress in group so a second run does
+// input topic, with their original key, value, headers (the dlq.*
+// headers removed) and timestamp (see recordTime), and commits its progress in group so a second run does
 // not redrive them again. A non-empty reason redrives only records whose
 // reason, as DLQReason reads it, matches. A copy the worker truncated
 // (dlq.truncated) is not the original record and is never redriven: it
@@ -177,7 +178,7 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 				st.Truncated++
 				return
 			}
-			nr := &kgo.Record{Topic: inputTopic, Key: r.Key, Value: r.Value}
+			nr := &kgo.Record{Topic: inputTopic, Key: r.Key, Value: r.Value, Timestamp: recordTime(r)}
 			for _, h := range r.Headers {
 				if !strings.HasPrefix(h.Key, "dlq.") {
 					nr.Headers = append(nr.Headers, h)
@@ -195,6 +196,24 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 		progress(st, total)
 	}
 	return st, nil
+}
+
+// recordTime returns the timestamp of the input record r is the DLQ copy of:
+// the worker's dlq.timestamp (the last one, as for DLQReason), or, on a copy
+// written without it, r's own timestamp, the time it was dead-lettered. An
+// event without a timestamp of its own takes its record's: stamped with the
+// time of the redrive, a user's events redriven together would all land in
+// one second of event time.
+func recordTime(r *kgo.Record) time.Time {
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == "dlq.timestamp" {
+			if ms, err := strconv.ParseInt(string(r.Headers[i].Value), 10, 64); err == nil {
+				return time.UnixMilli(ms)
+			}
+			break
+		}
+	}
+	return r.Timestamp
 }
 
 // DLQReason returns the reason the worker gave for sending r to the

@@ -191,3 +191,43 @@ func TestRedriveSkipsTruncatedCopies(t *testing.T) {
 		t.Fatalf("%d records on the input, want only the whole one", end.Offset)
 	}
 }
+
+// TestRedriveKeepsTheRecordTimestamp: a redriven record has the input
+// record's timestamp, from the worker's dlq.timestamp (the last one: an
+// input's own is renamed), or, on a copy without it, the DLQ record's. An
+// event without its own timestamp takes the record's as its event time;
+// before, every redriven record was stamped with the time of the redrive,
+// and a user's dead-lettered events, redriven together, landed in one
+// second of event time.
+func TestRedriveKeepsTheRecordTimestamp(t *testing.T) {
+	k := testenv.Kafka(t)
+	dlq, input, group := k.Topic("dlq"), k.Topic("in"), k.Topic("redrive")
+	k.CreateTopics(t, 1, dlq, input)
+	cl := k.Client(t)
+	h := func(k, v string) kgo.RecordHeader { return kgo.RecordHeader{Key: k, Value: []byte(v)} }
+	orig := time.Date(2026, 11, 22, 10, 0, 0, 123e6, time.UTC)
+	deadLettered := orig.Add(time.Hour)
+	produce(t, cl,
+		&kgo.Record{Topic: dlq, Key: []byte("u1"), Value: []byte("{"), Timestamp: deadLettered, Headers: []kgo.RecordHeader{
+			h("original.dlq.timestamp", "1"), h("dlq.reason", "malformed"), h("dlq.timestamp", fmt.Sprint(orig.UnixMilli())),
+		}},
+		&kgo.Record{Topic: dlq, Key: []byte("u2"), Value: []byte("{"), Timestamp: deadLettered, Headers: []kgo.RecordHeader{
+			h("dlq.reason", "malformed"),
+		}},
+	)
+	ctx := context.Background()
+	if _, err := ops.Redrive(ctx, []kgo.Opt{kgo.SeedBrokers(k.Seeds()...)}, dlq, input, group, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	consumer := k.Client(t, kgo.ConsumeTopics(input), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	got := map[string]time.Time{}
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		consumer.PollFetches(pctx).EachRecord(func(r *kgo.Record) { got[string(r.Key)] = r.Timestamp })
+		return len(got) == 2
+	}, "redriven records not on the input")
+	if !got["u1"].Equal(orig) || !got["u2"].Equal(deadLettered) {
+		t.Fatalf("redriven timestamps u1 %v, u2 %v; want %v (dlq.timestamp) and %v (the copy's)", got["u1"], got["u2"], orig, deadLettered)
+	}
+}
