@@ -45,6 +45,28 @@ func TestKeyInjectionDropsNoEvent(t *testing.T) {
 	e.wantApplied(r, map[string]int64{"a": 1, "a}:seen:b": 1})
 }
 
+// TestOutputIDsDoNotCollide: user "o:x" with event "e" and user "o" with
+// event "x:e" are two events of two users; their aggregated outputs once
+// shared the ID "aggregate:o:x:e", and a consumer that drops repeats by ID,
+// as the contract tells it to, dropped one of them.
+func TestOutputIDsDoNotCollide(t *testing.T) {
+	e := newEnv(t, 1)
+	r := e.start(e.options(nil))
+	e.send(crafted("e", "o:x", 0), crafted("x:e", "o", 0))
+	e.waitDrained(20 * time.Second)
+	e.wantApplied(r, map[string]int64{"o:x": 1, "o": 1})
+	ids := map[string]string{}
+	for _, o := range e.outputs(e.names.Aggregates) {
+		if prev, ok := ids[o.env.ID]; ok {
+			t.Fatalf("the outputs of %s and %s share the ID %q", prev, o.env.AggregateID, o.env.ID)
+		}
+		ids[o.env.ID] = o.env.AggregateID
+	}
+	if len(ids) != 2 {
+		t.Fatalf("%d aggregated outputs, want 2", len(ids))
+	}
+}
+
 // TestKeyInjectionWedgesNothing: a mark of one user once landed on another
 // user's state key (or the reverse), so a fetch got WRONGTYPE or the commit
 // script failed, and the partition retried forever (once while reporting
