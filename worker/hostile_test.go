@@ -7,6 +7,7 @@ package worker_test
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -65,6 +66,38 @@ func TestOutputIDsDoNotCollide(t *testing.T) {
 	if len(ids) != 2 {
 		t.Fatalf("%d aggregated outputs, want 2", len(ids))
 	}
+}
+
+// TestTransactionalInputCommitsPastMarkers: a producer writing in
+// transactions leaves a marker after each one (and the aborted records
+// before an abort marker), which a read_committed consumer never sees as
+// records. The worker commits past them once every record before is done:
+// before, its commit point stopped after the last record it saw, so an
+// idle partition showed a lag of one marker (or of a whole aborted
+// transaction) forever and a drain never caught up.
+func TestTransactionalInputCommitsPastMarkers(t *testing.T) {
+	e := newEnv(t, 1)
+	r := e.start(e.options(nil))
+	ctx := context.Background()
+	tx := e.kafka.Client(t, kgo.TransactionalID(e.group+"-tx"), kgo.DefaultProduceTopic(e.names.Input))
+	for _, c := range []struct {
+		id  string
+		end kgo.TransactionEndTry
+	}{{"t1", kgo.TryCommit}, {"t2", kgo.TryAbort}} {
+		if err := tx.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.ProduceSync(ctx, crafted(c.id, "u-tx", 0)).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.EndTransaction(ctx, c.end); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// t1, its commit marker, t2 (aborted), its abort marker.
+	testenv.Eventually(t, 15*time.Second, func() bool { return e.committed()[0] == 4 },
+		"the commit point did not pass the transaction markers")
+	e.wantApplied(r, map[string]int64{"u-tx": 1})
 }
 
 // TestKeyInjectionWedgesNothing: a mark of one user once landed on another

@@ -117,6 +117,10 @@ func New(opts Options) (*Worker, error) {
 		kgo.OnPartitionsRevoked(w.onRevoked),
 		kgo.OnPartitionsLost(w.onLost),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers come as records (decode skips them), so
+		// that the commit point passes them and the aborted records
+		// before them: otherwise it stops after the last data record.
+		kgo.KeepControlRecords(),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 		kgo.RecordPartitioner(newParkedPartitioner(opts.Topics.Parked)),
