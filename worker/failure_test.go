@@ -6,11 +6,13 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamworker/streamworker/internal/testenv"
@@ -249,5 +251,37 @@ func TestStructuredCloudEventRejected(t *testing.T) {
 	e.wantApplied(r, map[string]int64{"u-ce": 1})
 	if got := e.dlqReasons(); len(got) != 1 || got[0] != "invalid_specversion" {
 		t.Errorf("DLQ reasons %q, want [invalid_specversion]", got)
+	}
+}
+
+// TestTopicSmallerThanMaxMessageBytesRefused: an output topic whose
+// max.message.bytes is below kafka.max_message_bytes refuses some records
+// the worker accepts and must write there (here the DLQ copy of a 10 KB
+// malformed record), so the partition would retry that write for ever.
+// The worker refuses to start instead, naming the key and the topic.
+// Before, it started and the partition stuck on the first such record.
+func TestTopicSmallerThanMaxMessageBytesRefused(t *testing.T) {
+	e := newMemEnv(t, 1)
+	small := "4096"
+	ctx := context.Background()
+	resp, err := e.kafka.Admin(t).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: &small}}, e.names.DLQ)
+	if err == nil {
+		_, err = resp.On(e.names.DLQ, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.start(e.options(nil))
+	noise := make([]byte, 10_000) // incompressible: the broker checks the compressed size
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(noise)
+	e.send(&kgo.Record{Key: []byte("u-m"), Value: noise})
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup's stop
+		if err == nil || !strings.Contains(err.Error(), "kafka.max_message_bytes") || !strings.Contains(err.Error(), e.names.DLQ) {
+			t.Fatalf("Run returned %v; want an error naming kafka.max_message_bytes and %s", err, e.names.DLQ)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatalf("the worker runs (ready %v) with %s smaller than kafka.max_message_bytes", r.w.Ready(), e.names.DLQ)
 	}
 }
