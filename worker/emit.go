@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -100,8 +101,49 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 	b.vals.skip()
 	b.outTimes = append(b.outTimes, r.Timestamp)
 	b.dlqCount[reason]++
-	p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", truncate(eventID, maxDetailBytes),
-		"reason", reason, "processor", processor, "error", truncate(detail, maxDetailBytes))
+	if p.dlqLog.allow(p, p.w.opts.Now()) {
+		p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", truncate(eventID, maxDetailBytes),
+			"reason", reason, "processor", processor, "error", truncate(detail, maxDetailBytes))
+	}
+}
+
+// dlqLogsPerSecond bounds the "record sent to the DLQ" lines of a
+// partition: a producer that sends nothing but bad records must not choose
+// the log volume. The DLQ copy and streamworker_dlq_total still count
+// every record.
+const dlqLogsPerSecond = 10
+
+// logLimiter lets through at most dlqLogsPerSecond lines per second of the
+// worker's clock and says how many it held back once that second is over.
+type logLimiter struct {
+	since      time.Time
+	logged     int
+	suppressed int
+}
+
+// allow reports whether a line may be logged at now; first it reports the
+// lines held back in a second that is over.
+func (l *logLimiter) allow(p *partition, now time.Time) bool {
+	l.flush(p, now)
+	if l.logged >= dlqLogsPerSecond {
+		l.suppressed++
+		return false
+	}
+	l.logged++
+	return true
+}
+
+// flush starts a new second once the current one is over, logging how many
+// lines it held back.
+func (l *logLimiter) flush(p *partition, now time.Time) {
+	if now.Sub(l.since) < time.Second {
+		return
+	}
+	if l.suppressed > 0 {
+		p.w.log.Warn("DLQ records not logged", "partition", p.id, "count", l.suppressed,
+			"since", l.since)
+	}
+	*l = logLimiter{since: now}
 }
 
 // dlqHeaders is the number of dlq.* headers every DLQ copy carries (a

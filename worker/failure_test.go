@@ -6,9 +6,11 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -284,4 +286,56 @@ func TestTopicSmallerThanMaxMessageBytesRefused(t *testing.T) {
 	case <-time.After(8 * time.Second):
 		t.Fatalf("the worker runs (ready %v) with %s smaller than kafka.max_message_bytes", r.w.Ready(), e.names.DLQ)
 	}
+}
+
+// lineCounter is a slog.Handler that counts records by message.
+type lineCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *lineCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *lineCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *lineCounter) WithGroup(string) slog.Handler            { return c }
+func (c *lineCounter) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[r.Message]++
+	return nil
+}
+
+func (c *lineCounter) count(msg string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[msg]
+}
+
+// TestDLQLogBounded: a flood of bad records does not make a log line each:
+// at most a few a second per partition, then one line with how many were
+// not logged (each is still on the DLQ and counted). Before, every record
+// logged a warning of up to 2 KB, so a hostile producer chose the log
+// volume.
+func TestDLQLogBounded(t *testing.T) {
+	e := newMemEnv(t, 1)
+	opts := e.options(nil)
+	logs := &lineCounter{n: map[string]int{}}
+	opts.Logger = slog.New(logs)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	opts.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	r := e.start(opts)
+	bad := make([]*kgo.Record, 200)
+	for i := range bad {
+		bad[i] = &kgo.Record{Key: []byte("u-f"), Value: []byte("{not json")}
+	}
+	e.send(bad...)
+	testenv.Eventually(t, 20*time.Second, func() bool { return metric(r.reg, "streamworker_dlq_total", "reason", "malformed") == 200 },
+		"the bad records not on the DLQ")
+	if n := logs.count("record sent to the DLQ"); n > 20 {
+		t.Fatalf("%d DLQ log lines for 200 bad records within one second of the worker's clock, want at most 20", n)
+	}
+	clock.Add(int64(2 * time.Second))
+	e.send(bad[0])
+	testenv.Eventually(t, 20*time.Second, func() bool { return logs.count("DLQ records not logged") == 1 },
+		"no line saying how many DLQ records were not logged")
 }

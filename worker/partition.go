@@ -80,6 +80,7 @@ type partition struct {
 	curAgg        string                     // its user, once known
 	poison        map[recordKey]*poisonError // records an earlier attempt of the batch failed on
 	headers       []topics.Header
+	dlqLog        logLimiter // bounds the DLQ log lines
 	b             batch
 }
 
@@ -182,6 +183,7 @@ func (p *partition) run() {
 			if p.buf.Len() > 0 {
 				p.process(nil) // give up expired gaps
 			}
+			p.dlqLog.flush(p, p.w.opts.Now())
 		}
 	}
 }
