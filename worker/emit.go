@@ -101,31 +101,33 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 	b.vals.skip()
 	b.outTimes = append(b.outTimes, r.Timestamp)
 	b.dlqCount[reason]++
-	if p.dlqLog.allow(p, p.w.opts.Now()) {
+	if p.dlqLog.allow(p, p.w.opts.Now(), "DLQ records not logged") {
 		p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", truncate(eventID, maxDetailBytes),
 			"reason", reason, "processor", processor, "error", truncate(detail, maxDetailBytes))
 	}
 }
 
-// dlqLogsPerSecond bounds the "record sent to the DLQ" lines of a
-// partition: a producer that sends nothing but bad records must not choose
-// the log volume. The DLQ copy and streamworker_dlq_total still count
-// every record.
-const dlqLogsPerSecond = 10
+// logsPerSecond bounds the lines a partition logs per record of one kind
+// ("record sent to the DLQ", "sequence gap given up"): a producer that
+// sends nothing but bad or out-of-order records must not choose the log
+// volume. The outputs and the metrics still count every record.
+const logsPerSecond = 10
 
-// logLimiter lets through at most dlqLogsPerSecond lines per second of the
+// logLimiter lets through at most logsPerSecond lines per second of the
 // worker's clock and says how many it held back once that second is over.
 type logLimiter struct {
 	since      time.Time
 	logged     int
 	suppressed int
+	summary    string // the message of the line that says how many were held back
 }
 
 // allow reports whether a line may be logged at now; first it reports the
-// lines held back in a second that is over.
-func (l *logLimiter) allow(p *partition, now time.Time) bool {
+// lines held back in a second that is over, under summary.
+func (l *logLimiter) allow(p *partition, now time.Time, summary string) bool {
 	l.flush(p, now)
-	if l.logged >= dlqLogsPerSecond {
+	l.summary = summary
+	if l.logged >= logsPerSecond {
 		l.suppressed++
 		return false
 	}
@@ -140,10 +142,9 @@ func (l *logLimiter) flush(p *partition, now time.Time) {
 		return
 	}
 	if l.suppressed > 0 {
-		p.w.log.Warn("DLQ records not logged", "partition", p.id, "count", l.suppressed,
-			"since", l.since)
+		p.w.log.Warn(l.summary, "partition", p.id, "count", l.suppressed, "since", l.since)
 	}
-	*l = logLimiter{since: now}
+	*l = logLimiter{since: now, summary: l.summary}
 }
 
 // dlqHeaders is the number of dlq.* headers every DLQ copy carries (a

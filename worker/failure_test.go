@@ -339,3 +339,33 @@ func TestDLQLogBounded(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, func() bool { return logs.count("DLQ records not logged") == 1 },
 		"no line saying how many DLQ records were not logged")
 }
+
+// TestGapLogBounded: gaps given up one after another (here a partition
+// buffer of one event and 60 users that each skip their sequence 1) log at
+// most a few lines a second, then how many were not logged; every gap is
+// still on the gaps topic and counted.
+func TestGapLogBounded(t *testing.T) {
+	e := newMemEnv(t, 1)
+	opts := e.options(nil)
+	logs := &lineCounter{n: map[string]int{}}
+	opts.Logger = slog.New(logs)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	opts.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	opts.Sequencing.MaxPerPartition = 1
+	r := e.start(opts)
+	var recs []*kgo.Record
+	for i := range 60 {
+		recs = append(recs, activity(fmt.Sprint("g", i), fmt.Sprint("u-g", i), 2, 1))
+	}
+	e.send(recs...)
+	testenv.Eventually(t, 20*time.Second, func() bool { return metric(r.reg, "streamworker_gaps_total") == 59 },
+		"the gaps not given up")
+	if n := logs.count("sequence gap given up"); n > 20 {
+		t.Fatalf("%d gap log lines for 59 gaps within one second of the worker's clock, want at most 20", n)
+	}
+	clock.Add(int64(2 * time.Second))
+	e.send(activity("g-last", "u-g-last", 2, 1))
+	testenv.Eventually(t, 20*time.Second, func() bool { return logs.count("gaps given up not logged") == 1 },
+		"no line saying how many gaps were not logged")
+}

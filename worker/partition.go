@@ -81,6 +81,7 @@ type partition struct {
 	poison        map[recordKey]*poisonError // records an earlier attempt of the batch failed on
 	headers       []topics.Header
 	dlqLog        logLimiter // bounds the DLQ log lines
+	gapLog        logLimiter // bounds the gap log lines
 	b             batch
 }
 
@@ -183,7 +184,9 @@ func (p *partition) run() {
 			if p.buf.Len() > 0 {
 				p.process(nil) // give up expired gaps
 			}
-			p.dlqLog.flush(p, p.w.opts.Now())
+			now := p.w.opts.Now()
+			p.dlqLog.flush(p, now)
+			p.gapLog.flush(p, now)
 		}
 	}
 }

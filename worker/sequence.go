@@ -183,6 +183,8 @@ func (p *partition) skipTo(a *aggregate, seq int64, it *item) {
 	p.b.scratch = topics.AppendGap(p.b.scratch[:0], meta, &d)
 	p.emit(p.w.opts.Topics.Gaps, it, p.b.scratch)
 	p.b.n.gaps++
-	p.w.log.Info("sequence gap given up", "partition", p.id, "aggregate", a.id,
-		"expected", expected, "resumed_at", seq, "offset", it.rec.Offset, "event_id", it.ev.ID)
+	if p.gapLog.allow(p, p.w.opts.Now(), "gaps given up not logged") {
+		p.w.log.Info("sequence gap given up", "partition", p.id, "aggregate", a.id,
+			"expected", expected, "resumed_at", seq, "offset", it.rec.Offset, "event_id", it.ev.ID)
+	}
 }
