@@ -51,11 +51,16 @@ func TestKeyInjectionDropsNoEvent(t *testing.T) {
 // shared the ID "aggregate:o:x:e", and a consumer that drops repeats by ID,
 // as the contract tells it to, dropped one of them.
 func TestOutputIDsDoNotCollide(t *testing.T) {
+	events := map[string]string{"o:x": "e", "o": "x:e", "~o": "x:e"} // user: event ID
 	e := newEnv(t, 1)
 	r := e.start(e.options(nil))
-	e.send(crafted("e", "o:x", 0), crafted("x:e", "o", 0))
+	want := map[string]int64{}
+	for u, id := range events {
+		e.send(crafted(id, u, 0))
+		want[u] = 1
+	}
 	e.waitDrained(20 * time.Second)
-	e.wantApplied(r, map[string]int64{"o:x": 1, "o": 1})
+	e.wantApplied(r, want)
 	ids := map[string]string{}
 	for _, o := range e.outputs(e.names.Aggregates) {
 		if prev, ok := ids[o.env.ID]; ok {
@@ -63,8 +68,8 @@ func TestOutputIDsDoNotCollide(t *testing.T) {
 		}
 		ids[o.env.ID] = o.env.AggregateID
 	}
-	if len(ids) != 2 {
-		t.Fatalf("%d aggregated outputs, want 2", len(ids))
+	if len(ids) != len(events) {
+		t.Fatalf("%d aggregated outputs, want %d", len(ids), len(events))
 	}
 }
 
@@ -216,5 +221,26 @@ func TestHostileSoak(t *testing.T) {
 	e.verify(oracle, processors.DefaultConfig())
 	if n := len(e.readAll(e.names.DLQ)); n != oracle.Malformed() {
 		t.Errorf("%d DLQ records, want each of the %d rejected records once", n, oracle.Malformed())
+	}
+}
+
+// TestStructuredCloudEventRejected: a CloudEvents record in structured mode
+// (the event's attributes in the JSON value, not in ce_* headers) goes to
+// the DLQ as invalid_specversion. Before, it was read as the JSON envelope:
+// its time ignored (the record's timestamp used instead, here a year
+// later), its aggregateid ignored, and the event applied.
+func TestStructuredCloudEventRejected(t *testing.T) {
+	ce := &kgo.Record{Key: []byte("u-ce"), Timestamp: time.Date(2027, 11, 22, 10, 0, 0, 0, time.UTC),
+		Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/cloudevents+json")}},
+		Value: []byte(`{"specversion":"1.0","id":"c1","type":"user.activity","source":"/app",` +
+			`"time":"2026-11-22T10:00:01Z","aggregateid":"u-ce","data":{"action":"click"}}`)}
+	plain := &kgo.Record{Key: []byte("u-ce"), Value: []byte(`{"id":"c2","type":"user.activity","timestamp":"2026-11-22T10:00:02Z"}`)}
+	e := newEnv(t, 1)
+	r := e.start(e.options(nil))
+	e.send(ce, plain)
+	e.waitDrained(20 * time.Second)
+	e.wantApplied(r, map[string]int64{"u-ce": 1})
+	if got := e.dlqReasons(); len(got) != 1 || got[0] != "invalid_specversion" {
+		t.Errorf("DLQ reasons %q, want [invalid_specversion]", got)
 	}
 }
