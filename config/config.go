@@ -131,7 +131,7 @@ type Redis struct {
 
 // Dedupe configures duplicate detection.
 type Dedupe struct {
-	TTL        time.Duration `yaml:"ttl" doc:"How long an applied event ID is remembered in Redis (1s to 8760h, and at least kafka.commit_interval + kafka.session_timeout)."`
+	TTL        time.Duration `yaml:"ttl" doc:"How long an applied event ID is remembered in Redis (1s to 8760h, and at least kafka.commit_interval + kafka.session_timeout + 1.25 × sequencing.gap_timeout)."`
 	RecentSize int           `yaml:"recent_size" doc:"Recently applied event IDs kept in memory per partition in front of Redis; 0 disables it."`
 }
 

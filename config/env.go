@@ -49,7 +49,8 @@ func (l Loader) envMap() (map[string]any, []error) {
 var ignoredEnv = regexp.MustCompile(`^SW_(TEST_.*|(.*_)?(SERVICE_HOST|SERVICE_PORT(_.*)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?))$`)
 
 // unknownEnv reports every SW_ variable of l's environment that names no
-// key, with the closest variable that does when it looks like a typo.
+// key, in any case (sw_kafka_brokers names none), with the closest
+// variable that does when it looks like a typo.
 func (l Loader) unknownEnv() []error {
 	if l.Environ == nil {
 		return nil
@@ -62,12 +63,15 @@ func (l Loader) unknownEnv() []error {
 	reported := map[string]bool{}
 	for _, kv := range l.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, EnvPrefix) || known[name] || reported[name] || ignoredEnv.MatchString(name) {
+		// Names are case-sensitive: sw_kafka_brokers sets nothing, so it
+		// is refused like a typo rather than ignored.
+		upper := strings.ToUpper(name)
+		if !strings.HasPrefix(upper, EnvPrefix) || known[name] || reported[name] || ignoredEnv.MatchString(upper) {
 			continue
 		}
 		reported[name] = true
 		reason := "unknown environment variable: " + EnvPrefix + " variables must name a configuration key"
-		if s := closest(name, func(k KeyDoc) string { return k.Env }); s != "" {
+		if s := closest(upper, func(k KeyDoc) string { return k.Env }); s != "" {
 			reason += "; did you mean " + s + "?"
 		}
 		// The value is not shown: it may be a misspelled secret.

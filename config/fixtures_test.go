@@ -215,7 +215,10 @@ var badFixtures = map[string][]string{
 		"kafka.client_id: must not be empty",
 		"sequencing.max_buffered = 500: must not exceed sequencing.max_buffered_partition (100)",
 		"sequencing.max_buffered_bytes = 1MiB: must be at least input.max_bytes (4MiB)",
-		"dedupe.ttl = 10m: must be at least kafka.commit_interval + kafka.session_timeout (31m)",
+		"dedupe.ttl = 10m: must be at least kafka.commit_interval + kafka.session_timeout + 1.25 × sequencing.gap_timeout (31m37.5s)",
+	},
+	"gap-ttl.bad.yaml": {
+		"dedupe.ttl = 24h: must be at least kafka.commit_interval + kafka.session_timeout + 1.25 × sequencing.gap_timeout (30h0m46s)",
 	},
 	"bounds.bad.yaml": {
 		"kafka.max_message_bytes = 512KiB: must be at least input.max_bytes (1MiB): the DLQ copy of an accepted record must fit",

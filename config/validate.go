@@ -291,18 +291,21 @@ func (c *Config) validate() problems {
 	p.check(r.ReplicaAckTimeout < r.Timeout || r.MinReplicasAcked == 0, "redis.replica_ack_timeout", r.ReplicaAckTimeout,
 		"must be below redis.timeout ("+formatDuration(r.Timeout)+") when redis.min_replicas_acked is set")
 
+	q := c.Sequencing
 	p.within("dedupe.ttl", c.Dedupe.TTL, MinDedupeTTL, MaxDedupeTTL)
 	// After a crash the records since the last commit are read again, once
 	// the group has noticed (a session timeout): their marks must still be
-	// there.
-	if least := k.CommitInterval + k.SessionTimeout; c.Dedupe.TTL < least && c.Dedupe.TTL >= MinDedupeTTL {
-		p.check(false, "dedupe.ttl", c.Dedupe.TTL, "must be at least kafka.commit_interval + kafka.session_timeout ("+
-			formatDuration(least)+"): the records since the last commit are read again after a crash")
+	// there. An out-of-order event held in the reorder buffer keeps the
+	// commit point back for up to its gap timeout, plus a quarter of it
+	// (how often an idle partition looks for expired gaps), while the
+	// records after it are applied and marked.
+	if least := k.CommitInterval + k.SessionTimeout + q.GapTimeout + q.GapTimeout/4; c.Dedupe.TTL < least && c.Dedupe.TTL >= MinDedupeTTL {
+		p.check(false, "dedupe.ttl", c.Dedupe.TTL, "must be at least kafka.commit_interval + kafka.session_timeout + 1.25 × sequencing.gap_timeout ("+
+			formatDuration(least)+"): the records since the last commit, which a held out-of-order event keeps back, are read again after a crash")
 	}
 	p.atLeast("dedupe.recent_size", c.Dedupe.RecentSize, 0)
 	p.atLeast("state.cache_size", c.State.CacheSize, 0)
 
-	q := c.Sequencing
 	p.within("sequencing.gap_timeout", q.GapTimeout, time.Millisecond, 24*time.Hour)
 	p.atLeast("sequencing.max_buffered", q.MaxBuffered, 1)
 	p.atLeast("sequencing.max_buffered_partition", q.MaxBufferedPartition, 1)

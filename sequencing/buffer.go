@@ -92,6 +92,7 @@ type entry[T any] struct {
 	id     string
 	offset int64
 	size   int64
+	at     time.Time // when it was buffered
 	item   T
 }
 
@@ -142,7 +143,7 @@ func (b *Buffer[T]) Add(agg string, seq int64, id string, offset int64, size int
 		a = b.newAggregate(now)
 		b.aggs[agg] = a
 	}
-	e := entry[T]{seq: seq, id: id, offset: offset, size: sz, item: item}
+	e := entry[T]{seq: seq, id: id, offset: offset, size: sz, at: now, item: item}
 	if live := a.live(); i == len(live) {
 		if a.head > 0 && len(a.entries) == cap(a.entries) {
 			a.compact()
@@ -248,8 +249,8 @@ func (b *Buffer[T]) Expired(now time.Time, dst []string) []string {
 		return dst
 	}
 	start := len(dst)
-	for agg, a := range b.aggs {
-		if now.Sub(a.openedAt) >= b.cfg.GapTimeout {
+	for agg := range b.aggs {
+		if b.GapExpired(agg, now) {
 			dst = append(dst, agg)
 		}
 	}
@@ -274,13 +275,33 @@ func (b *Buffer[T]) Oldest() (agg string, ok bool) {
 	return agg, oldest != nil
 }
 
-// GiveUp records that the caller gave up agg's gap at now (and drained what
+// GiveUp records that the caller gave up agg's gap (and drained what
 // followed it): if events stay buffered for agg, behind a further gap, that
-// gap's timer starts at now. Without buffered events it does nothing.
-func (b *Buffer[T]) GiveUp(agg string, now time.Time) {
-	if a := b.aggs[agg]; a != nil {
-		a.openedAt = now
+// gap's timer runs from when the earliest of them was buffered, not from
+// now. A restarted timer would let a producer that skips every other
+// sequence hold its first buffered record, and so the partition's commit
+// point, for MaxPerAggregate gap timeouts; this way no record is held
+// longer than one GapTimeout by timers (GapExpired may then be true at
+// once). Without buffered events it does nothing.
+func (b *Buffer[T]) GiveUp(agg string) {
+	a := b.aggs[agg]
+	if a == nil {
+		return
 	}
+	live := a.live()
+	a.openedAt = live[0].at
+	for _, e := range live[1:] {
+		if e.at.Before(a.openedAt) {
+			a.openedAt = e.at
+		}
+	}
+}
+
+// GapExpired reports whether agg's gap has been open for GapTimeout or
+// longer at now (see Expired).
+func (b *Buffer[T]) GapExpired(agg string, now time.Time) bool {
+	a := b.aggs[agg]
+	return a != nil && now.Sub(a.openedAt) >= b.cfg.GapTimeout
 }
 
 // MinOffset returns the lowest offset of any buffered event and that

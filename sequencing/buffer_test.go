@@ -194,17 +194,23 @@ func TestGapTimer(t *testing.T) {
 	if got := expired(timeout); !slices.Equal(got, []string{"a"}) {
 		t.Errorf("a's timer moved on Pop: Expired(at timeout) = %v", got)
 	}
-	// Giving up a's gap with 5 still buffered restarts the timer.
-	b.GiveUp("a", at(40*time.Second))
-	if got := expired(40*time.Second + timeout - 1); slices.Contains(got, "a") {
-		t.Errorf("a expired before its restarted timeout: %v", got)
+	// Giving up a's gap with 5 still buffered: the gap before 5 has been
+	// open since 5 was buffered (10s), not since the give-up. Before,
+	// the timer restarted, and a producer skipping every other sequence
+	// held its first record for one timeout per gap.
+	b.GiveUp("a")
+	if got := expired(10*time.Second + timeout - 1); slices.Contains(got, "a") {
+		t.Errorf("a expired before 5 was held for the timeout: %v", got)
 	}
-	if got := expired(40*time.Second + timeout); !slices.Contains(got, "a") {
-		t.Errorf("a did not expire at its restarted timeout: %v", got)
+	if got := expired(10*time.Second + timeout); !slices.Contains(got, "a") {
+		t.Errorf("a did not expire once 5 was held for the timeout: %v", got)
+	}
+	if !b.GapExpired("a", at(10*time.Second+timeout)) || b.GapExpired("a", at(10*time.Second+timeout-1)) {
+		t.Error("GapExpired disagrees with Expired")
 	}
 	// A drained aggregate forgets its timer; a later Add opens a new gap.
 	b.Pop("a", 5)
-	b.GiveUp("a", at(time.Hour)) // nothing buffered: no effect
+	b.GiveUp("a") // nothing buffered: no effect
 	if got := expired(time.Hour); slices.Contains(got, "a") {
 		t.Errorf("a drained aggregate still has a timer: %v", got)
 	}

@@ -126,12 +126,14 @@ func (s *sim) giveUp(agg string) {
 	}
 	s.gap(agg, low)
 	s.drain(agg)
-	s.b.GiveUp(agg, s.now)
+	s.b.GiveUp(agg)
 }
 
 func (s *sim) expire() {
 	for _, agg := range s.b.Expired(s.now, nil) {
-		s.giveUp(agg)
+		for s.b.GapExpired(agg, s.now) {
+			s.giveUp(agg)
+		}
 	}
 }
 

@@ -23,8 +23,10 @@
 // A gap is given up when it stays open for Config.GapTimeout (Expired lists
 // such aggregates) or when the buffer is full (Add returns FullAggregate or
 // FullPartition). Giving up means: publish the gap record for expected ..
-// Lowest-1, make Lowest the expected sequence, drain, and call GiveUp, which
-// restarts the timer of whatever stays buffered behind a further gap.
+// Lowest-1, make Lowest the expected sequence, drain, and call GiveUp: what
+// stays buffered behind a further gap keeps the time it was buffered, so
+// that gap may have expired too (GapExpired), and no event is held longer
+// than GapTimeout by its timers.
 //
 // Nothing here reads the wall clock: callers pass now, so tests control time.
 package sequencing

@@ -31,7 +31,9 @@ const DefaultMaxBytes = 1 << 20
 // traceparent header is copied into Event.TraceParent.
 //
 // Checks run in a fixed order and the first failure is returned: size, JSON
-// syntax, then version, id, type, source, aggregateId (and the record key),
+// syntax, then specversion (a JSON value with a specversion member is a
+// CloudEvents event in structured mode, which is refused rather than
+// misread), version, id, type, source, aggregateId (and the record key),
 // sequence, timestamp, data, metadata. The version goes first because it
 // decides how the rest is read. For CloudEvents the order is size,
 // ce_specversion, ce_schemaversion, ce_id, ce_type, ce_source,
@@ -165,7 +167,7 @@ func (d *Decoder) decodeJSON(e *Event, r *Record) *ValidationError {
 		return invalid("value", ReasonMalformed, syntaxDetail(v))
 	}
 	var env struct {
-		id, typ, version, source, aggregateID, sequence, timestamp, data, metadata []byte
+		id, typ, version, source, aggregateID, sequence, timestamp, data, metadata, specVersion []byte
 	}
 	// The syntax is checked on the way: every member is read before any
 	// field is, so a syntax error still comes before every other check.
@@ -194,12 +196,20 @@ func (d *Decoder) decodeJSON(e *Event, r *Record) *ValidationError {
 			env.data = val
 		case "metadata":
 			env.metadata = val
+		case "specversion":
+			env.specVersion = val
 		}
 	}
 	if m.bad || skipWS(v, m.i) != len(v) {
 		return invalid("value", ReasonMalformed, syntaxDetail(v))
 	}
 
+	if !isNull(env.specVersion) {
+		// Read as the envelope, its time, aggregateid and extensions
+		// would be dropped without a word.
+		return invalid("specversion", ReasonInvalidSpecVersion,
+			"a CloudEvents event in structured mode is not read: send it in binary mode (ce_* headers, the data object as the value)")
+	}
 	version := 1
 	if !isNull(env.version) {
 		n, isInt, fits := intValue(env.version)

@@ -16,7 +16,8 @@ const (
 	// UTF-8 JSON, or the JSON envelope is not an object.
 	ReasonMalformed Reason = "malformed"
 	// ReasonInvalidSpecVersion: a CloudEvents record whose ce_specversion
-	// is not "1.0".
+	// is not "1.0", or one in structured mode (a JSON value with a
+	// specversion member), which is not read.
 	ReasonInvalidSpecVersion Reason = "invalid_specversion"
 	// ReasonInvalidID: id missing, empty, not a string, or longer than
 	// Limits.MaxIDBytes.

@@ -58,9 +58,39 @@ type Output struct {
 
 // AggregateID returns the ID of the user.activity.aggregated output written
 // after the event eventID was applied to user userID:
-// "aggregate:<userId>:<eventId>".
+// "aggregate:<userId>:<eventId>", the user ID written as idUser does.
 func AggregateID(userID, eventID string) string {
-	return "aggregate:" + userID + ":" + eventID
+	return "aggregate:" + idUser(userID) + ":" + eventID
+}
+
+// idUser returns userID as the output IDs that end with an arbitrary event
+// ID write it, so that such an ID is one-to-one with (userID, eventID): the
+// user part never holds ':', and ends at the first one. An ordinary user ID
+// (no ':', not starting with '~') is written as it is, as in earlier
+// releases; any other is written as '~' followed by the ID with '%' and ':'
+// percent-encoded (%25, %3A), which the leading '~' keeps apart from the
+// ordinary ones. Without it, user "u:x" with event "e" and user "u" with
+// event "x:e" shared an ID, and consumers, which drop repeats by ID,
+// dropped one. Milestone and gap IDs end with numbers, which hold no ':',
+// and keep the user ID as it is.
+func idUser(userID string) string {
+	if !strings.HasPrefix(userID, "~") && !strings.Contains(userID, ":") {
+		return userID
+	}
+	var b strings.Builder
+	b.Grow(1 + len(userID) + 8)
+	b.WriteByte('~')
+	for i := 0; i < len(userID); i++ {
+		switch c := userID[i]; c {
+		case '%':
+			b.WriteString("%25")
+		case ':':
+			b.WriteString("%3A")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // MilestoneID returns the ID of the milestone output for user userID reaching
@@ -70,9 +100,10 @@ func MilestoneID(userID string, count int64) string {
 }
 
 // AnomalyID returns the ID of the anomaly output fired by the event eventID
-// of user userID: "anomaly:<userId>:<eventId>".
+// of user userID: "anomaly:<userId>:<eventId>", the user ID written as
+// idUser does.
 func AnomalyID(userID, eventID string) string {
-	return "anomaly:" + userID + ":" + eventID
+	return "anomaly:" + idUser(userID) + ":" + eventID
 }
 
 // GapID returns the ID of the gap record for aggregate agg giving up on

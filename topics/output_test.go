@@ -204,6 +204,48 @@ func TestOutputIDs(t *testing.T) {
 	}
 }
 
+// TestOutputIDsInjective: two different (user, event) pairs never share an
+// output ID, whatever bytes the IDs hold; consumers drop repeats by ID, so
+// a shared ID would hide one of the two outputs. Before, user "u:x" with
+// event "e" and user "u" with event "x:e" both made "aggregate:u:x:e"
+// (and a producer that knew an event ID with a colon could shadow it).
+// Checked over every pair of strings of up to three bytes of an alphabet
+// with the separator, the escape and the marker.
+func TestOutputIDsInjective(t *testing.T) {
+	strs := []string{""}
+	for n, frontier := 0, []string{""}; n < 3; n++ {
+		var next []string
+		for _, s := range frontier {
+			for _, c := range []string{"a", ":", "%", "~", "3"} {
+				next = append(next, s+c)
+			}
+		}
+		strs, frontier = append(strs, next...), next
+	}
+	for _, f := range []struct {
+		name string
+		id   func(u, e string) string
+	}{{"AggregateID", topics.AggregateID}, {"AnomalyID", topics.AnomalyID}} {
+		seen := map[string][2]string{}
+		for _, u := range strs[1:] { // an aggregate ID is never empty
+			for _, e := range strs[1:] { // nor is an event ID
+				id := f.id(u, e)
+				if prev, ok := seen[id]; ok {
+					t.Fatalf("%s(%q, %q) = %s(%q, %q) = %q", f.name, u, e, f.name, prev[0], prev[1], id)
+				}
+				seen[id] = [2]string{u, e}
+			}
+		}
+	}
+	// An ordinary user ID is written as it is: the IDs of earlier releases.
+	if got := topics.AggregateID("u-42", "e:1"); got != "aggregate:u-42:e:1" {
+		t.Errorf("AggregateID(u-42, e:1) = %q", got)
+	}
+	if got := topics.AnomalyID("t:u%1", "e"); got != "anomaly:~t%3Au%251:e" {
+		t.Errorf("AnomalyID(t:u%%1, e) = %q", got)
+	}
+}
+
 func TestMetaFor(t *testing.T) {
 	e := fullEvent()
 	m := topics.MetaFor(&e, "x")

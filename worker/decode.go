@@ -16,6 +16,9 @@ import (
 
 // decode validates one record and appends its event to the batch's items.
 func (p *partition) decode(r *kgo.Record) {
+	if r.Attrs.IsControl() { // a transaction marker: only its offset counts
+		return
+	}
 	b := &p.b
 	b.n.consumed++
 	if p.poisoned(r) {

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -54,13 +55,16 @@ func (p *partition) emitAggregate(a *aggregate, it *item) {
 // dlq queues the original record for the dead-letter topic with the reason;
 // eventID is empty when the record did not decode. The worker's dlq.*
 // headers are the only ones under those names: an incoming dlq.* header is
-// kept as original.dlq.* (docs/contract.md, "Outputs"). A copy that would
+// kept as original.dlq.* (docs/contract.md, "Outputs"). dlq.timestamp holds
+// the input record's timestamp (Unix milliseconds) for dlq redrive, while
+// the copy's own timestamp is when it was dead-lettered, which the DLQ
+// topic's retention counts from. A copy that would
 // exceed the producer's maximum record size keeps the headers and reason
 // and as much of the value as fits, marked dlq.truncated (the original
 // size); the whole record stays at its input offset.
 func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string) {
 	b := &p.b
-	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+7)
+	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+dlqHeaders+1)
 	for _, h := range r.Headers {
 		if strings.HasPrefix(h.Key, "dlq.") {
 			h.Key = "original." + h.Key
@@ -74,6 +78,7 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 		kgo.RecordHeader{Key: "dlq.topic", Value: []byte(r.Topic)},
 		kgo.RecordHeader{Key: "dlq.partition", Value: []byte(itoa(int64(r.Partition)))},
 		kgo.RecordHeader{Key: "dlq.offset", Value: []byte(itoa(r.Offset))},
+		kgo.RecordHeader{Key: "dlq.timestamp", Value: []byte(itoa(r.Timestamp.UnixMilli()))},
 	)
 	key, value := r.Key, r.Value
 	if size := recordSize(key, value, 0) + headersSize(hs); size > p.w.opts.MaxMessageBytes {
@@ -84,7 +89,7 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 		cut := min(over, len(value))
 		value, over = value[:len(value)-cut], over-cut
 		if over > 0 {
-			own := hs[len(hs)-7:]
+			own := hs[len(hs)-dlqHeaders-1:]
 			hs = append(hs[:0:0], own...)
 			over = recordSize(key, value, 0) + headersSize(hs) - p.w.opts.MaxMessageBytes
 		}
@@ -96,9 +101,55 @@ func (p *partition) dlq(r *kgo.Record, eventID, reason, detail, processor string
 	b.vals.skip()
 	b.outTimes = append(b.outTimes, r.Timestamp)
 	b.dlqCount[reason]++
-	p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", truncate(eventID, maxDetailBytes),
-		"reason", reason, "processor", processor, "error", truncate(detail, maxDetailBytes))
+	if p.dlqLog.allow(p, p.w.opts.Now(), "DLQ records not logged") {
+		p.w.log.Warn("record sent to the DLQ", "partition", r.Partition, "offset", r.Offset, "event_id", truncate(eventID, maxDetailBytes),
+			"reason", reason, "processor", processor, "error", truncate(detail, maxDetailBytes))
+	}
 }
+
+// logsPerSecond bounds the lines a partition logs per record of one kind
+// ("record sent to the DLQ", "sequence gap given up"): a producer that
+// sends nothing but bad or out-of-order records must not choose the log
+// volume. The outputs and the metrics still count every record.
+const logsPerSecond = 10
+
+// logLimiter lets through at most logsPerSecond lines per second of the
+// worker's clock and says how many it held back once that second is over.
+type logLimiter struct {
+	since      time.Time
+	logged     int
+	suppressed int
+	summary    string // the message of the line that says how many were held back
+}
+
+// allow reports whether a line may be logged at now; first it reports the
+// lines held back in a second that is over, under summary.
+func (l *logLimiter) allow(p *partition, now time.Time, summary string) bool {
+	l.flush(p, now)
+	l.summary = summary
+	if l.logged >= logsPerSecond {
+		l.suppressed++
+		return false
+	}
+	l.logged++
+	return true
+}
+
+// flush starts a new second once the current one is over, logging how many
+// lines it held back.
+func (l *logLimiter) flush(p *partition, now time.Time) {
+	if now.Sub(l.since) < time.Second {
+		return
+	}
+	if l.suppressed > 0 {
+		p.w.log.Warn(l.summary, "partition", p.id, "count", l.suppressed, "since", l.since)
+	}
+	*l = logLimiter{since: now, summary: l.summary}
+}
+
+// dlqHeaders is the number of dlq.* headers every DLQ copy carries (a
+// truncated one has dlq.truncated too).
+const dlqHeaders = 7
 
 // maxDetailBytes bounds the error text of a DLQ record and of a log line.
 const maxDetailBytes = 1024

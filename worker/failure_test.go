@@ -6,11 +6,15 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamworker/streamworker/internal/testenv"
@@ -105,6 +109,28 @@ func TestSpoofedDLQReason(t *testing.T) {
 	if len(reasons) != 1 || reasons[0] != "malformed" || headers(dlq[0])["original.dlq.reason"] != "late" {
 		t.Errorf("dlq.reason headers %q and original.dlq.reason %q; want [malformed] and late",
 			reasons, headers(dlq[0])["original.dlq.reason"])
+	}
+}
+
+// TestDLQKeepsTheRecordTimestamp: the DLQ copy names the input record's
+// timestamp in dlq.timestamp (milliseconds), so that dlq redrive gives the
+// record back its time: an event without its own timestamp takes the
+// record's as its event time. An incoming dlq.timestamp is kept as
+// original.dlq.timestamp.
+func TestDLQKeepsTheRecordTimestamp(t *testing.T) {
+	e := newMemEnv(t, 1)
+	e.start(e.options(nil))
+	ts := time.Date(2026, 11, 22, 10, 0, 0, 123e6, time.UTC)
+	e.send(&kgo.Record{Key: []byte("u-s"), Value: []byte("{not json"), Timestamp: ts,
+		Headers: []kgo.RecordHeader{{Key: "dlq.timestamp", Value: []byte("1")}}})
+	e.waitDrained(20 * time.Second)
+	dlq := e.readAll(e.names.DLQ)
+	if len(dlq) != 1 {
+		t.Fatalf("%d DLQ records, want 1", len(dlq))
+	}
+	h := headers(dlq[0])
+	if want := fmt.Sprint(ts.UnixMilli()); h["dlq.timestamp"] != want || h["original.dlq.timestamp"] != "1" {
+		t.Errorf("dlq.timestamp %q, original.dlq.timestamp %q; want %s and 1", h["dlq.timestamp"], h["original.dlq.timestamp"], want)
 	}
 }
 
@@ -207,4 +233,121 @@ func TestPanicIsolated(t *testing.T) {
 	if !r.w.Ready() {
 		t.Error("worker not ready after a poison record")
 	}
+}
+
+// TestTopicSmallerThanMaxMessageBytesRefused: an output topic whose
+// max.message.bytes is below kafka.max_message_bytes refuses some records
+// the worker accepts and must write there (here the DLQ copy of a 10 KB
+// malformed record), so the partition would retry that write for ever.
+// The worker refuses to start instead, naming the key and the topic.
+// Before, it started and the partition stuck on the first such record.
+func TestTopicSmallerThanMaxMessageBytesRefused(t *testing.T) {
+	e := newMemEnv(t, 1)
+	small := "4096"
+	ctx := context.Background()
+	resp, err := e.kafka.Admin(t).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: &small}}, e.names.DLQ)
+	if err == nil {
+		_, err = resp.On(e.names.DLQ, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.start(e.options(nil))
+	noise := make([]byte, 10_000) // incompressible: the broker checks the compressed size
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(noise)
+	e.send(&kgo.Record{Key: []byte("u-m"), Value: noise})
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup's stop
+		if err == nil || !strings.Contains(err.Error(), "kafka.max_message_bytes") || !strings.Contains(err.Error(), e.names.DLQ) {
+			t.Fatalf("Run returned %v; want an error naming kafka.max_message_bytes and %s", err, e.names.DLQ)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatalf("the worker runs (ready %v) with %s smaller than kafka.max_message_bytes", r.w.Ready(), e.names.DLQ)
+	}
+}
+
+// lineCounter is a slog.Handler that counts records by message.
+type lineCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *lineCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *lineCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *lineCounter) WithGroup(string) slog.Handler            { return c }
+func (c *lineCounter) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[r.Message]++
+	return nil
+}
+
+// countLogs sends opts' logs to a lineCounter and gives it a clock that
+// moves only when told to.
+func countLogs(opts *worker.Options) (*lineCounter, *atomic.Int64) {
+	logs := &lineCounter{n: map[string]int{}}
+	opts.Logger = slog.New(logs)
+	clock := new(atomic.Int64)
+	clock.Store(time.Now().UnixNano())
+	opts.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	return logs, clock
+}
+
+func (c *lineCounter) count(msg string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[msg]
+}
+
+// TestDLQLogBounded: a flood of bad records does not make a log line each:
+// at most a few a second per partition, then one line with how many were
+// not logged (each is still on the DLQ and counted). Before, every record
+// logged a warning of up to 2 KB, so a hostile producer chose the log
+// volume.
+func TestDLQLogBounded(t *testing.T) {
+	e := newMemEnv(t, 1)
+	opts := e.options(nil)
+	logs, clock := countLogs(&opts)
+	r := e.start(opts)
+	bad := make([]*kgo.Record, 200)
+	for i := range bad {
+		bad[i] = &kgo.Record{Key: []byte("u-f"), Value: []byte("{not json")}
+	}
+	e.send(bad...)
+	testenv.Eventually(t, 20*time.Second, func() bool { return metric(r.reg, "streamworker_dlq_total", "reason", "malformed") == 200 },
+		"the bad records not on the DLQ")
+	if n := logs.count("record sent to the DLQ"); n > 20 {
+		t.Fatalf("%d DLQ log lines for 200 bad records within one second of the worker's clock, want at most 20", n)
+	}
+	clock.Add(int64(2 * time.Second))
+	e.send(bad[0])
+	testenv.Eventually(t, 20*time.Second, func() bool { return logs.count("DLQ records not logged") == 1 },
+		"no line saying how many DLQ records were not logged")
+}
+
+// TestGapLogBounded: gaps given up one after another (here a partition
+// buffer of one event and 60 users that each skip their sequence 1) log at
+// most a few lines a second, then how many were not logged; every gap is
+// still on the gaps topic and counted.
+func TestGapLogBounded(t *testing.T) {
+	e := newMemEnv(t, 1)
+	opts := e.options(nil)
+	logs, clock := countLogs(&opts)
+	opts.Sequencing.MaxPerPartition = 1
+	r := e.start(opts)
+	var recs []*kgo.Record
+	for i := range 60 {
+		recs = append(recs, activity(fmt.Sprint("g", i), fmt.Sprint("u-g", i), 2, 1))
+	}
+	e.send(recs...)
+	testenv.Eventually(t, 20*time.Second, func() bool { return metric(r.reg, "streamworker_gaps_total") == 59 },
+		"the gaps not given up")
+	if n := logs.count("sequence gap given up"); n > 20 {
+		t.Fatalf("%d gap log lines for 59 gaps within one second of the worker's clock, want at most 20", n)
+	}
+	clock.Add(int64(2 * time.Second))
+	e.send(activity("g-last", "u-g-last", 2, 1))
+	testenv.Eventually(t, 20*time.Second, func() bool { return logs.count("gaps given up not logged") == 1 },
+		"no line saying how many gaps were not logged")
 }

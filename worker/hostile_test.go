@@ -7,6 +7,7 @@ package worker_test
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -43,6 +44,65 @@ func TestKeyInjectionDropsNoEvent(t *testing.T) {
 	e.send(crafted("b}:seen:c", "a", 0), crafted("c", "a}:seen:b", 0))
 	e.waitDrained(30 * time.Second)
 	e.wantApplied(r, map[string]int64{"a": 1, "a}:seen:b": 1})
+}
+
+// TestOutputIDsDoNotCollide: user "o:x" with event "e" and user "o" with
+// event "x:e" are two events of two users; their aggregated outputs once
+// shared the ID "aggregate:o:x:e", and a consumer that drops repeats by ID,
+// as the contract tells it to, dropped one of them.
+func TestOutputIDsDoNotCollide(t *testing.T) {
+	events := map[string]string{"o:x": "e", "o": "x:e", "~o": "x:e"} // user: event ID
+	e := newEnv(t, 1)
+	r := e.start(e.options(nil))
+	want := map[string]int64{}
+	for u, id := range events {
+		e.send(crafted(id, u, 0))
+		want[u] = 1
+	}
+	e.waitDrained(20 * time.Second)
+	e.wantApplied(r, want)
+	ids := map[string]string{}
+	for _, o := range e.outputs(e.names.Aggregates) {
+		if prev, ok := ids[o.env.ID]; ok {
+			t.Fatalf("the outputs of %s and %s share the ID %q", prev, o.env.AggregateID, o.env.ID)
+		}
+		ids[o.env.ID] = o.env.AggregateID
+	}
+	if len(ids) != len(events) {
+		t.Fatalf("%d aggregated outputs, want %d", len(ids), len(events))
+	}
+}
+
+// TestTransactionalInputCommitsPastMarkers: a producer writing in
+// transactions leaves a marker after each one (and the aborted records
+// before an abort marker), which a read_committed consumer never sees as
+// records. The worker commits past them once every record before is done:
+// before, its commit point stopped after the last record it saw, so an
+// idle partition showed a lag of one marker (or of a whole aborted
+// transaction) forever and a drain never caught up.
+func TestTransactionalInputCommitsPastMarkers(t *testing.T) {
+	e := newEnv(t, 1)
+	r := e.start(e.options(nil))
+	ctx := context.Background()
+	tx := e.kafka.Client(t, kgo.TransactionalID(e.group+"-tx"), kgo.DefaultProduceTopic(e.names.Input))
+	for _, c := range []struct {
+		id  string
+		end kgo.TransactionEndTry
+	}{{"t1", kgo.TryCommit}, {"t2", kgo.TryAbort}} {
+		if err := tx.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.ProduceSync(ctx, crafted(c.id, "u-tx", 0)).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.EndTransaction(ctx, c.end); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// t1, its commit marker, t2 (aborted), its abort marker.
+	testenv.Eventually(t, 15*time.Second, func() bool { return e.committed()[0] == 4 },
+		"the commit point did not pass the transaction markers")
+	e.wantApplied(r, map[string]int64{"u-tx": 1})
 }
 
 // TestKeyInjectionWedgesNothing: a mark of one user once landed on another
@@ -161,5 +221,26 @@ func TestHostileSoak(t *testing.T) {
 	e.verify(oracle, processors.DefaultConfig())
 	if n := len(e.readAll(e.names.DLQ)); n != oracle.Malformed() {
 		t.Errorf("%d DLQ records, want each of the %d rejected records once", n, oracle.Malformed())
+	}
+}
+
+// TestStructuredCloudEventRejected: a CloudEvents record in structured mode
+// (the event's attributes in the JSON value, not in ce_* headers) goes to
+// the DLQ as invalid_specversion. Before, it was read as the JSON envelope:
+// its time ignored (the record's timestamp used instead, here a year
+// later), its aggregateid ignored, and the event applied.
+func TestStructuredCloudEventRejected(t *testing.T) {
+	ce := &kgo.Record{Key: []byte("u-ce"), Timestamp: time.Date(2027, 11, 22, 10, 0, 0, 0, time.UTC),
+		Headers: []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/cloudevents+json")}},
+		Value: []byte(`{"specversion":"1.0","id":"c1","type":"user.activity","source":"/app",` +
+			`"time":"2026-11-22T10:00:01Z","aggregateid":"u-ce","data":{"action":"click"}}`)}
+	plain := &kgo.Record{Key: []byte("u-ce"), Value: []byte(`{"id":"c2","type":"user.activity","timestamp":"2026-11-22T10:00:02Z"}`)}
+	e := newEnv(t, 1)
+	r := e.start(e.options(nil))
+	e.send(ce, plain)
+	e.waitDrained(20 * time.Second)
+	e.wantApplied(r, map[string]int64{"u-ce": 1})
+	if got := e.dlqReasons(); len(got) != 1 || got[0] != "invalid_specversion" {
+		t.Errorf("DLQ reasons %q, want [invalid_specversion]", got)
 	}
 }

@@ -106,6 +106,36 @@ func TestFullPartitionBuffer(t *testing.T) {
 	}
 }
 
+// TestSkippedSequencesHoldOneTimeout: a producer that skips every other
+// sequence of a user (2, 4, 6: 1, 3 and 5 never come) holds those records
+// for one gap timeout in all, not one per gap: every gap open that long is
+// given up at once, and the commit point passes them. Before, giving up a
+// gap restarted the timer of the next, and the first record held the
+// commit point for sequencing.max_buffered gap timeouts, past what
+// dedupe.ttl is sized for.
+func TestSkippedSequencesHoldOneTimeout(t *testing.T) {
+	e := newMemEnv(t, 1)
+	opts := e.options(nil)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	opts.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	opts.Sequencing.GapTimeout = time.Hour // the clock moves only when told to
+	r := e.start(opts)
+	e.send(activity("s2", "u-s", 2, 2), activity("s4", "u-s", 4, 4), activity("s6", "u-s", 6, 6))
+	testenv.Eventually(t, 10*time.Second, func() bool { return metric(r.reg, "streamworker_buffered_events") == 3 },
+		"2, 4 and 6 not buffered")
+	clock.Add(int64(time.Hour))
+	e.send(activity("n1", "u-n", 1, 7)) // a batch, which gives up the expired gaps
+	testenv.Eventually(t, 10*time.Second, func() bool { return e.decoded("u-n").TotalActivity == 1 }, "u-n not applied")
+	if got := metric(r.reg, "streamworker_gaps_total"); got != 3 {
+		t.Fatalf("%v gaps given up an hour after 2, 4 and 6 arrived, want 3", got)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return e.committed()[0] == 4 }, "the held records not committed")
+	if st := e.decoded("u-s"); st.TotalActivity != 3 || st.LastSequence != 6 {
+		t.Fatalf("u-s: %d events up to sequence %d, want 3 up to 6", st.TotalActivity, st.LastSequence)
+	}
+}
+
 // TestEventLargerThanBuffer: an out-of-order event bigger than the whole
 // partition buffer (with nothing else buffered) gives up its own gap
 // instead of crashing the worker.

@@ -304,7 +304,7 @@ func (p *partition) park(a *aggregate, it *item, now time.Time) {
 		held, _ := p.buf.Pop(a.id, lowest)
 		p.hold(a, held)
 	}
-	p.buf.GiveUp(a.id, now)
+	p.buf.GiveUp(a.id)
 	p.w.log.Warn("user parked: its later events are held until `streamworker parked release`", "partition", p.id,
 		"aggregate", a.id, "offset", it.rec.Offset, "reason", it.park.reason)
 }
@@ -340,7 +340,7 @@ func (p *partition) finishReleases(now time.Time) {
 				if _, ok := p.buf.Lowest(a.id); !ok {
 					break
 				}
-				p.giveUp(a, now)
+				p.giveUp(a)
 			}
 			a.st.Park = nil
 			b.touch(a).changed = true

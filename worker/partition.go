@@ -80,6 +80,8 @@ type partition struct {
 	curAgg        string                     // its user, once known
 	poison        map[recordKey]*poisonError // records an earlier attempt of the batch failed on
 	headers       []topics.Header
+	dlqLog        logLimiter // bounds the DLQ log lines
+	gapLog        logLimiter // bounds the gap log lines
 	b             batch
 }
 
@@ -182,6 +184,9 @@ func (p *partition) run() {
 			if p.buf.Len() > 0 {
 				p.process(nil) // give up expired gaps
 			}
+			now := p.w.opts.Now()
+			p.dlqLog.flush(p, now)
+			p.gapLog.flush(p, now)
 		}
 	}
 }

@@ -25,8 +25,10 @@ func (p *partition) sequenceAll(now time.Time) {
 	}
 	p.finishReleases(now)
 	for _, id := range p.buf.Expired(now, nil) {
-		if a := p.cache[id]; a != nil {
-			p.giveUp(a, now)
+		// Every expired gap of the aggregate: what stays buffered after
+		// one keeps the time it was buffered.
+		for a := p.cache[id]; a != nil && p.buf.GapExpired(id, now); {
+			p.giveUp(a)
 		}
 	}
 	if p.w.opts.CoalesceAggregates {
@@ -80,7 +82,7 @@ func (p *partition) sequence(it *item, now time.Time) {
 			p.dlq(it.rec, it.ev.ID, "sequence_conflict", "another event with sequence "+itoa(seq)+" is already buffered", "sequencer")
 			return
 		case sequencing.FullAggregate:
-			p.giveUp(a, now)
+			p.giveUp(a)
 		case sequencing.FullPartition:
 			// Give up the oldest gap to make room; with nothing
 			// buffered, the event does not fit at all: give up its own
@@ -90,7 +92,7 @@ func (p *partition) sequence(it *item, now time.Time) {
 				p.skipTo(a, seq, it)
 				continue
 			}
-			p.giveUp(p.cache[victim], now)
+			p.giveUp(p.cache[victim])
 		}
 	}
 }
@@ -157,7 +159,7 @@ func (p *partition) drain(a *aggregate) {
 
 // giveUp skips a's gap: it moves the expected sequence to the lowest
 // buffered one and applies what follows contiguously.
-func (p *partition) giveUp(a *aggregate, now time.Time) {
+func (p *partition) giveUp(a *aggregate) {
 	lowest, ok := p.buf.Lowest(a.id)
 	if !ok {
 		return
@@ -166,7 +168,7 @@ func (p *partition) giveUp(a *aggregate, now time.Time) {
 	p.skipTo(a, lowest, first)
 	p.apply(a, first)
 	p.drain(a)
-	p.buf.GiveUp(a.id, now)
+	p.buf.GiveUp(a.id)
 }
 
 // skipTo records the gap before a's sequence seq, caused by it, and makes
@@ -181,6 +183,8 @@ func (p *partition) skipTo(a *aggregate, seq int64, it *item) {
 	p.b.scratch = topics.AppendGap(p.b.scratch[:0], meta, &d)
 	p.emit(p.w.opts.Topics.Gaps, it, p.b.scratch)
 	p.b.n.gaps++
-	p.w.log.Info("sequence gap given up", "partition", p.id, "aggregate", a.id,
-		"expected", expected, "resumed_at", seq, "offset", it.rec.Offset, "event_id", it.ev.ID)
+	if p.gapLog.allow(p, p.w.opts.Now(), "gaps given up not logged") {
+		p.w.log.Info("sequence gap given up", "partition", p.id, "aggregate", a.id,
+			"expected", expected, "resumed_at", seq, "offset", it.rec.Offset, "event_id", it.ev.ID)
+	}
 }

@@ -117,6 +117,10 @@ func New(opts Options) (*Worker, error) {
 		kgo.OnPartitionsRevoked(w.onRevoked),
 		kgo.OnPartitionsLost(w.onLost),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers come as records (decode skips them), so
+		// that the commit point passes them and the aborted records
+		// before them: otherwise it stops after the last data record.
+		kgo.KeepControlRecords(),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 		kgo.RecordPartitioner(newParkedPartitioner(opts.Topics.Parked)),
@@ -154,11 +158,18 @@ func (w *Worker) Ready() bool {
 	return gen > 0 && w.storeOK.Load() && w.faulting.Load() == 0
 }
 
-// Run consumes until ctx is cancelled, then drains within ShutdownTimeout:
-// it stops fetching, lets every partition finish the batch in hand, commits,
+// Run first refuses to start, with an error naming the topic, when an
+// output topic's max.message.bytes is below MaxMessageBytes. It consumes
+// until ctx is cancelled, then drains within ShutdownTimeout: it stops
+// fetching, lets every partition finish the batch in hand, commits,
 // flushes the producer and leaves the group. Run returns nil after a clean
 // drain. A Worker runs once.
 func (w *Worker) Run(ctx context.Context) error {
+	if err := w.checkTopicLimits(ctx); err != nil {
+		w.cl.Close()
+		w.closed.Store(true)
+		return err
+	}
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { every(bg, w.opts.CommitInterval, false, w.commitDone) })

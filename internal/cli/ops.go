@@ -92,7 +92,10 @@ func dlqCmd() *cobra.Command {
 		Long: `Copy the records on the DLQ topic back to the input topic with their original
 key, value and headers, once: progress is committed in the group
 "<kafka.group>.dlq-redrive". Fix the cause first (a producer, a config limit),
-or the records land in the DLQ again.`,
+or the records land in the DLQ again. A copy the worker truncated to fit
+kafka.max_message_bytes (header dlq.truncated) is not redriven: it is
+counted as truncated, and its original is on the input at the offset its
+dlq.topic, dlq.partition and dlq.offset headers name.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := loadConfig(cmd)
@@ -105,7 +108,7 @@ or the records land in the DLQ again.`,
 			}
 			pr := newProgress(cmd.ErrOrStderr(), "dlq redrive", "records", 0)
 			note := func(st ops.RedriveStats) string {
-				return fmt.Sprintf("redriven %d, skipped %d", st.Redriven, st.Skipped)
+				return fmt.Sprintf("redriven %d, skipped %d, truncated %d", st.Redriven, st.Skipped, st.Truncated)
 			}
 			st, err := ops.Redrive(cmd.Context(), opts, c.Topics.DLQ, c.Topics.Input, c.Kafka.Group+".dlq-redrive", reason,
 				func(st ops.RedriveStats, total int64) {
@@ -113,7 +116,11 @@ or the records land in the DLQ again.`,
 					pr.update(int64(st.Read), note(st))
 				})
 			pr.finish(int64(st.Read), note(st))
-			fmt.Fprintf(cmd.OutOrStdout(), "read %d, redriven %d, skipped %d\n", st.Read, st.Redriven, st.Skipped)
+			fmt.Fprintf(cmd.OutOrStdout(), "read %d, redriven %d, skipped %d, truncated %d\n", st.Read, st.Redriven, st.Skipped, st.Truncated)
+			if st.Truncated > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d truncated copies were not redriven: produce their originals again from the input "+
+					"(headers dlq.topic, dlq.partition, dlq.offset) while its retention keeps them\n", st.Truncated)
+			}
 			return err
 		},
 	}

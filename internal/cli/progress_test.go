@@ -69,7 +69,7 @@ func TestLongCommandsReportProgress(t *testing.T) {
 		{[]string{"topics", "ensure"}, "user.activity", "topics ensure 7/7 topics (100%)"},
 		{[]string{"loadgen", "--events", "500", "--rate", "0"}, "done: sent 500", "loadgen 500/500 records (100%)"},
 		{[]string{"replay", "--from-offset", "0"}, "user.activity[1] -> 0", "replay 3/3 steps (100%)"},
-		{[]string{"dlq", "redrive"}, "read 0, redriven 0, skipped 0", "dlq redrive 0 records"},
+		{[]string{"dlq", "redrive"}, "read 0, redriven 0, skipped 0, truncated 0", "dlq redrive 0 records"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := Main(context.Background(), tc.args, &stdout, &stderr); code != 0 {

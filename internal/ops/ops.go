@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,15 +87,21 @@ func Replay(ctx context.Context, adm *kadm.Client, group, topic string, from Rep
 // RedriveStats counts what Redrive did.
 type RedriveStats struct {
 	Read, Redriven, Skipped int
+	// Truncated counts the copies left on the DLQ because the worker cut
+	// them to fit kafka.max_message_bytes (header dlq.truncated): their
+	// originals are on the input at dlq.topic, dlq.partition, dlq.offset.
+	Truncated int
 }
 
 // Redrive copies the dead-letter records present when it starts back to the
-// input topic, with their original key, value and headers (the dlq.*
-// headers removed), and commits its progress in group so a second run does
+// input topic, with their original key, value, headers (the dlq.*
+// headers removed) and timestamp (see recordTime), and commits its progress in group so a second run does
 // not redrive them again. A non-empty reason redrives only records whose
-// reason, as DLQReason reads it, matches. progress, if not nil, is called
-// after each batch with the counts so far and the number of records the
-// redrive reads in all.
+// reason, as DLQReason reads it, matches. A copy the worker truncated
+// (dlq.truncated) is not the original record and is never redriven: it
+// stays on the DLQ, counted in RedriveStats.Truncated. progress, if not
+// nil, is called after each batch with the counts so far and the number of
+// records the redrive reads in all.
 func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, reason string,
 	progress func(st RedriveStats, total int64)) (RedriveStats, error) {
 	var st RedriveStats
@@ -167,7 +174,11 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 				st.Skipped++
 				return
 			}
-			nr := &kgo.Record{Topic: inputTopic, Key: r.Key, Value: r.Value}
+			if truncated(r) {
+				st.Truncated++
+				return
+			}
+			nr := &kgo.Record{Topic: inputTopic, Key: r.Key, Value: r.Value, Timestamp: recordTime(r)}
 			for _, h := range r.Headers {
 				if !strings.HasPrefix(h.Key, "dlq.") {
 					nr.Headers = append(nr.Headers, h)
@@ -187,6 +198,24 @@ func Redrive(ctx context.Context, opts []kgo.Opt, dlqTopic, inputTopic, group, r
 	return st, nil
 }
 
+// recordTime returns the timestamp of the input record r is the DLQ copy of:
+// the worker's dlq.timestamp (the last one, as for DLQReason), or, on a copy
+// written without it, r's own timestamp, the time it was dead-lettered. An
+// event without a timestamp of its own takes its record's: stamped with the
+// time of the redrive, a user's events redriven together would all land in
+// one second of event time.
+func recordTime(r *kgo.Record) time.Time {
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == "dlq.timestamp" {
+			if ms, err := strconv.ParseInt(string(r.Headers[i].Value), 10, 64); err == nil {
+				return time.UnixMilli(ms)
+			}
+			break
+		}
+	}
+	return r.Timestamp
+}
+
 // DLQReason returns the reason the worker gave for sending r to the
 // dead-letter topic: the value of r's last dlq.reason header, or "" when it
 // has none. The worker appends its own dlq.* headers after every header the
@@ -201,4 +230,16 @@ func DLQReason(r *kgo.Record) string {
 		}
 	}
 	return ""
+}
+
+// truncated reports whether r is a DLQ copy the worker cut to fit
+// kafka.max_message_bytes: it has a dlq.truncated header, which only the
+// worker writes (an incoming one is renamed original.dlq.truncated).
+func truncated(r *kgo.Record) bool {
+	for _, h := range r.Headers {
+		if h.Key == "dlq.truncated" {
+			return true
+		}
+	}
+	return false
 }

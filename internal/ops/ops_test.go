@@ -23,6 +23,33 @@ func produce(t *testing.T, cl *kgo.Client, recs ...*kgo.Record) {
 	}
 }
 
+// hdr is a record header.
+func hdr(k, v string) kgo.RecordHeader { return kgo.RecordHeader{Key: k, Value: []byte(v)} }
+
+// redriveTopics returns a cluster with a one-partition DLQ and input topic,
+// their names, a group name for the redrive and a client.
+func redriveTopics(t *testing.T) (k *testenv.KafkaCluster, dlq, input, group string, cl *kgo.Client) {
+	t.Helper()
+	k = testenv.Kafka(t)
+	dlq, input, group = k.Topic("dlq"), k.Topic("in"), k.Topic("redrive")
+	k.CreateTopics(t, 1, dlq, input)
+	return k, dlq, input, group, k.Client(t)
+}
+
+// readTopic returns the first n records of topic, in order.
+func readTopic(t *testing.T, k *testenv.KafkaCluster, topic string, n int) []*kgo.Record {
+	t.Helper()
+	consumer := k.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []*kgo.Record
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		pctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		consumer.PollFetches(pctx).EachRecord(func(r *kgo.Record) { got = append(got, r) })
+		return len(got) >= n
+	}, "records not on "+topic)
+	return got
+}
+
 func TestReplayMovesCommittedOffsets(t *testing.T) {
 	k := testenv.Kafka(t)
 	topic, group := k.Topic("in"), k.Topic("g")
@@ -92,14 +119,7 @@ func TestRedriveCopiesOnce(t *testing.T) {
 	if err != nil || st.Read != 0 {
 		t.Fatalf("second redrive: %+v, %v; want nothing read", st, err)
 	}
-	consumer := k.Client(t, kgo.ConsumeTopics(input), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	var got []*kgo.Record
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		defer cancel()
-		consumer.PollFetches(pctx).EachRecord(func(r *kgo.Record) { got = append(got, r) })
-		return len(got) >= 2
-	}, "redriven records not on the input")
+	got := readTopic(t, k, input, 2)
 	if len(got) != 2 {
 		t.Fatalf("%d records on the input, want 2", len(got))
 	}
@@ -114,11 +134,8 @@ func TestRedriveCopiesOnce(t *testing.T) {
 // on an input record cannot choose how the record is classified. Before
 // DLQReason, the spoofed leading dlq.reason was read (issue 12, finding 7).
 func TestRedriveReadsTheWorkersReason(t *testing.T) {
-	k := testenv.Kafka(t)
-	dlq, input, group := k.Topic("dlq"), k.Topic("in"), k.Topic("redrive")
-	k.CreateTopics(t, 1, dlq, input)
-	cl := k.Client(t)
-	h := func(k, v string) kgo.RecordHeader { return kgo.RecordHeader{Key: k, Value: []byte(v)} }
+	k, dlq, input, group, cl := redriveTopics(t)
+	h := hdr
 	// As a worker of an earlier release wrote it: the input's headers,
 	// then the worker's dlq.* block.
 	spoofed := &kgo.Record{Topic: dlq, Key: []byte("u1"), Value: []byte("{"), Headers: []kgo.RecordHeader{
@@ -149,5 +166,75 @@ func TestRedriveReadsTheWorkersReason(t *testing.T) {
 	}
 	if st.Read != 2 || st.Redriven != 2 {
 		t.Fatalf("redrive --reason malformed: %+v, want both redriven", st)
+	}
+}
+
+// TestRedriveSkipsTruncatedCopies: a DLQ copy the worker had to cut to fit
+// kafka.max_message_bytes (dlq.truncated) is not the original record; sent
+// back to the input it is a different event: a prefix of the value, or, for
+// a CloudEvents record whose data was cut away whole, the event without its
+// data, which the worker applies. Redrive leaves such copies on the DLQ
+// and counts them. Before, both records below were redriven.
+func TestRedriveSkipsTruncatedCopies(t *testing.T) {
+	k, dlq, input, group, cl := redriveTopics(t)
+	h := hdr
+	whole := &kgo.Record{Topic: dlq, Key: []byte("u1"), Value: []byte(`{"id":"e1"}`), Headers: []kgo.RecordHeader{
+		h("dlq.reason", "late"), h("dlq.offset", "3"),
+	}}
+	// As the worker writes a CloudEvents record whose data did not fit:
+	// every header kept, the value cut to nothing.
+	cut := &kgo.Record{Topic: dlq, Key: []byte("u2"), Value: nil, Headers: []kgo.RecordHeader{
+		h("ce_specversion", "1.0"), h("ce_id", "e2"), h("ce_type", "user.activity"),
+		h("dlq.reason", "late"), h("dlq.offset", "4"), h("dlq.truncated", "2000000"),
+	}}
+	produce(t, cl, whole, cut)
+	opts := []kgo.Opt{kgo.SeedBrokers(k.Seeds()...)}
+	ctx := context.Background()
+	st, err := ops.Redrive(ctx, opts, dlq, input, group, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Read != 2 || st.Redriven != 1 || st.Truncated != 1 {
+		t.Fatalf("redrive stats %+v, want 2 read, 1 redriven, 1 truncated", st)
+	}
+	ends, err := k.Admin(t).ListEndOffsets(ctx, input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end, _ := ends.Lookup(input, 0); end.Offset != 1 {
+		t.Fatalf("%d records on the input, want only the whole one", end.Offset)
+	}
+}
+
+// TestRedriveKeepsTheRecordTimestamp: a redriven record has the input
+// record's timestamp, from the worker's dlq.timestamp (the last one: an
+// input's own is renamed), or, on a copy without it, the DLQ record's. An
+// event without its own timestamp takes the record's as its event time;
+// before, every redriven record was stamped with the time of the redrive,
+// and a user's dead-lettered events, redriven together, landed in one
+// second of event time.
+func TestRedriveKeepsTheRecordTimestamp(t *testing.T) {
+	k, dlq, input, group, cl := redriveTopics(t)
+	h := hdr
+	orig := time.Date(2026, 11, 22, 10, 0, 0, 123e6, time.UTC)
+	deadLettered := orig.Add(time.Hour)
+	produce(t, cl,
+		&kgo.Record{Topic: dlq, Key: []byte("u1"), Value: []byte("{"), Timestamp: deadLettered, Headers: []kgo.RecordHeader{
+			h("original.dlq.timestamp", "1"), h("dlq.reason", "malformed"), h("dlq.timestamp", fmt.Sprint(orig.UnixMilli())),
+		}},
+		&kgo.Record{Topic: dlq, Key: []byte("u2"), Value: []byte("{"), Timestamp: deadLettered, Headers: []kgo.RecordHeader{
+			h("dlq.reason", "malformed"),
+		}},
+	)
+	ctx := context.Background()
+	if _, err := ops.Redrive(ctx, []kgo.Opt{kgo.SeedBrokers(k.Seeds()...)}, dlq, input, group, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]time.Time{}
+	for _, r := range readTopic(t, k, input, 2) {
+		got[string(r.Key)] = r.Timestamp
+	}
+	if !got["u1"].Equal(orig) || !got["u2"].Equal(deadLettered) {
+		t.Fatalf("redriven timestamps u1 %v, u2 %v; want %v (dlq.timestamp) and %v (the copy's)", got["u1"], got["u2"], orig, deadLettered)
 	}
 }
