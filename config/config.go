@@ -153,12 +153,13 @@ type Sequencing struct {
 
 // Input configures input decoding.
 type Input struct {
-	MaxBytes            ByteSize `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
-	UnknownTypes        string   `yaml:"unknown_types" values:"skip|dlq" doc:"What to do with events of an unknown type: skip or dlq."`
-	OnPoison            string   `yaml:"on_poison" values:"dlq|park" doc:"What to do with the user of a record that fails by itself (internal_error, output_too_large): dlq sends the record to the DLQ; park also holds the user's later events on topics.parked until streamworker parked release."`
-	MaxIDBytes          ByteSize `yaml:"max_id_bytes" doc:"Longest accepted event id; longer ones go to the DLQ (1B to 64KiB)."`
-	MaxAggregateIDBytes ByteSize `yaml:"max_aggregate_id_bytes" doc:"Longest accepted aggregateId (user); longer ones go to the DLQ (1B to 64KiB)."`
-	MaxLabelBytes       ByteSize `yaml:"max_label_bytes" doc:"Longest accepted action, resource and event type; longer ones go to the DLQ (1B to 64KiB)."`
+	MaxBytes            ByteSize      `yaml:"max_bytes" doc:"Largest accepted record value; larger ones go to the DLQ (1KiB to 100MiB)."`
+	UnknownTypes        string        `yaml:"unknown_types" values:"skip|dlq" doc:"What to do with events of an unknown type: skip or dlq."`
+	OnPoison            string        `yaml:"on_poison" values:"dlq|park" doc:"What to do with the user of a record that fails by itself (internal_error, output_too_large): dlq sends the record to the DLQ; park also holds the user's later events on topics.parked until streamworker parked release."`
+	MaxIDBytes          ByteSize      `yaml:"max_id_bytes" doc:"Longest accepted event id; longer ones go to the DLQ (1B to 64KiB)."`
+	MaxAggregateIDBytes ByteSize      `yaml:"max_aggregate_id_bytes" doc:"Longest accepted aggregateId (user); longer ones go to the DLQ (1B to 64KiB)."`
+	MaxLabelBytes       ByteSize      `yaml:"max_label_bytes" doc:"Longest accepted action, resource and event type; longer ones go to the DLQ (1B to 64KiB)."`
+	MaxTimeAhead        time.Duration `yaml:"max_time_ahead" doc:"Furthest an event's timestamp may be after its record's timestamp; later ones go to the DLQ as invalid_timestamp (1s to 87600h)."`
 }
 
 // Aggregation configures the user-activity aggregation processor.
@@ -280,7 +281,8 @@ func Default() Config {
 			MaxBufferedBytes:     ByteSize(seq.MaxBytes),
 		},
 		Input: Input{MaxBytes: ByteSize(lim.MaxBytes), UnknownTypes: "skip", OnPoison: "dlq",
-			MaxIDBytes: ByteSize(lim.MaxIDBytes), MaxAggregateIDBytes: ByteSize(lim.MaxAggregateIDBytes), MaxLabelBytes: ByteSize(lim.MaxLabelBytes)},
+			MaxIDBytes: ByteSize(lim.MaxIDBytes), MaxAggregateIDBytes: ByteSize(lim.MaxAggregateIDBytes), MaxLabelBytes: ByteSize(lim.MaxLabelBytes),
+			MaxTimeAhead: lim.MaxTimeAhead},
 		Aggregation: Aggregation{MaxResources: proc.MaxResources, MaxActions: proc.MaxActions},
 		Anomaly: Anomaly{
 			Window:             proc.Anomaly.Window,

@@ -63,7 +63,7 @@ func TestFullFixture(t *testing.T) {
 		State:      State{CacheSize: 0},
 		Sequencing: Sequencing{GapTimeout: time.Minute, MaxBuffered: 50, MaxBufferedPartition: 500, MaxBufferedBytes: 16 * MiB},
 		Input: Input{MaxBytes: 256 * KiB, UnknownTypes: "dlq", OnPoison: "park",
-			MaxIDBytes: 128, MaxAggregateIDBytes: 64, MaxLabelBytes: 100},
+			MaxIDBytes: 128, MaxAggregateIDBytes: 64, MaxLabelBytes: 100, MaxTimeAhead: 2 * time.Hour},
 		Aggregation: Aggregation{MaxResources: 200, MaxActions: 50},
 		Anomaly: Anomaly{Window: 10 * time.Minute, Multiplier: 3.5, MinEvents: 20, DefaultAverageRate: 2,
 			MinAverageRate: 0},

@@ -195,7 +195,8 @@ func (c *Config) largestOutput() ByteSize {
 // Limits returns the input bounds of c.
 func (c *Config) Limits() topics.Limits {
 	return topics.Limits{MaxBytes: int(c.Input.MaxBytes), MaxIDBytes: int(c.Input.MaxIDBytes),
-		MaxAggregateIDBytes: int(c.Input.MaxAggregateIDBytes), MaxLabelBytes: int(c.Input.MaxLabelBytes)}
+		MaxAggregateIDBytes: int(c.Input.MaxAggregateIDBytes), MaxLabelBytes: int(c.Input.MaxLabelBytes),
+		MaxTimeAhead: c.Input.MaxTimeAhead}
 }
 
 func (c *Config) validate() problems {
@@ -326,6 +327,7 @@ func (c *Config) validate() problems {
 	} {
 		p.check(b.size >= 1 && b.size <= 64*KiB, b.key, b.size, "must be between 1B and 64KiB")
 	}
+	p.within("input.max_time_ahead", c.Input.MaxTimeAhead, time.Second, 87600*time.Hour)
 	p.atLeast("aggregation.max_resources", c.Aggregation.MaxResources, 1)
 	p.atLeast("aggregation.max_actions", c.Aggregation.MaxActions, 1)
 

@@ -10,7 +10,7 @@ import (
 )
 
 // Bounds of the fuzz streams' events (fuzzStream): labels of a few bytes.
-var fuzzLimits = topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 8, MaxAggregateIDBytes: 8, MaxLabelBytes: 8}
+var fuzzLimits = topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 8, MaxAggregateIDBytes: 8, MaxLabelBytes: 8, MaxTimeAhead: topics.DefaultMaxTimeAhead}
 
 const fuzzLabelBytes = 8
 
@@ -80,7 +80,7 @@ func TestStoredStateFolded(t *testing.T) {
 // MaxAggregatedBytes and close to it; and that the default bounds fit the
 // producer's default record limit with room for the key and headers.
 func TestMaxAggregatedBytes(t *testing.T) {
-	lim := topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 40, MaxAggregateIDBytes: 30, MaxLabelBytes: 20}
+	lim := topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 40, MaxAggregateIDBytes: 30, MaxLabelBytes: 20, MaxTimeAhead: topics.DefaultMaxTimeAhead}
 	cfg := DefaultConfig()
 	cfg.MaxActions, cfg.MaxResources = 7, 9
 	worst := func(n int, c byte) string { return strings.Repeat(string(c), n) }

@@ -88,6 +88,9 @@ func (d *Decoder) Decode(r *Record) (Event, error) {
 	if verr == nil {
 		verr = checkLengths(&e, &lim, e.Format == FormatCloudEvents)
 	}
+	if verr == nil {
+		verr = checkTimeAhead(&e, r.Timestamp, &lim, e.Format == FormatCloudEvents)
+	}
 	if verr != nil {
 		return Event{}, verr
 	}

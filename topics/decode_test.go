@@ -163,6 +163,7 @@ func TestDecodeValidation(t *testing.T) {
 		{"timestamp not RFC 3339", withField(t, "timestamp", `"22/11/2026 10:00"`), false, "timestamp", topics.ReasonInvalidTimestamp},
 		{"timestamp no zone", withField(t, "timestamp", `"2026-11-22T10:00:00"`), false, "timestamp", topics.ReasonInvalidTimestamp},
 		{"timestamp empty", withField(t, "timestamp", `""`), false, "timestamp", topics.ReasonInvalidTimestamp},
+		{"timestamp in 9999", withField(t, "timestamp", `"9999-12-31T23:59:59Z"`), false, "timestamp", topics.ReasonInvalidTimestamp},
 		{"data string", withField(t, "data", `"click"`), false, "data", topics.ReasonInvalidData},
 		{"data array", withField(t, "data", `[]`), false, "data", topics.ReasonInvalidData},
 		{"data.userId number", data(`"userId":42`), false, "data.userId", topics.ReasonInvalidData},
@@ -444,6 +445,7 @@ func TestDecodeCloudEventsValidation(t *testing.T) {
 		{"sequence plus", fn(set("ce_sequence", "+17")), "ce_sequence", topics.ReasonInvalidSequence},
 		{"sequence empty", fn(set("ce_sequence", "")), "ce_sequence", topics.ReasonInvalidSequence},
 		{"time invalid", fn(set("ce_time", "yesterday")), "ce_time", topics.ReasonInvalidTimestamp},
+		{"time a year ahead of the record", fn(set("ce_time", "2027-11-22T10:00:00Z")), "ce_time", topics.ReasonInvalidTimestamp},
 		{"data malformed", fn(value(`{"action":`)), "value", topics.ReasonMalformed},
 		{"data array", fn(value(`["click"]`)), "data", topics.ReasonInvalidData},
 		{"data.action number", fn(value(`{"action":5}`)), "data.action", topics.ReasonInvalidData},
@@ -725,4 +727,46 @@ func TestDecodeTablesBounded(t *testing.T) {
 		t.Fatalf("full Decoder: %+v, %v\nwant %+v", got, err, want)
 	}
 	runtime.KeepAlive(&d)
+}
+
+// TestDecodeTimeAhead: an event time up to Limits.MaxTimeAhead after the
+// record's timestamp is accepted, a later one is not, and a record without
+// a timestamp is not checked.
+func TestDecodeTimeAhead(t *testing.T) {
+	lim := topics.DefaultLimits()
+	lim.MaxTimeAhead = time.Hour
+	d, err := topics.NewDecoder(lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(ts string, rec time.Time) *topics.Record {
+		r := jsonRecord(withField(t, "timestamp", `"`+ts+`"`))
+		r.Timestamp = rec
+		return r
+	}
+	rec := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		ts   string
+		rec  time.Time
+		want bool
+	}{
+		{"2026-11-22T11:00:00Z", rec, true},
+		{"2026-11-22T11:00:00.001Z", rec, false},
+		{"2020-01-01T00:00:00Z", rec, true},
+		{"9999-12-31T23:59:59Z", time.Time{}, true},
+		{"9999-12-31T23:59:59Z", time.UnixMilli(-1), true},
+	} {
+		_, err := d.Decode(at(tt.ts, tt.rec))
+		var verr *topics.ValidationError
+		switch {
+		case tt.want && err != nil:
+			t.Errorf("%s with record time %v: %v", tt.ts, tt.rec, err)
+		case !tt.want && (!errors.As(err, &verr) || verr.Reason != topics.ReasonInvalidTimestamp):
+			t.Errorf("%s with record time %v: got %v, want invalid_timestamp", tt.ts, tt.rec, err)
+		}
+	}
+	lim.MaxTimeAhead = 0
+	if _, err := topics.NewDecoder(lim); err == nil || !strings.Contains(err.Error(), "MaxTimeAhead") {
+		t.Errorf("NewDecoder with MaxTimeAhead 0: %v", err)
+	}
 }

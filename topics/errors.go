@@ -41,7 +41,8 @@ const (
 	// ReasonInvalidSequence: sequence not an integer, below 1, or above
 	// MaxSequence.
 	ReasonInvalidSequence Reason = "invalid_sequence"
-	// ReasonInvalidTimestamp: timestamp not an RFC 3339 string.
+	// ReasonInvalidTimestamp: timestamp not an RFC 3339 string, or more than
+	// Limits.MaxTimeAhead after the record's timestamp.
 	ReasonInvalidTimestamp Reason = "invalid_timestamp"
 	// ReasonInvalidData: data not an object, or one of its known fields
 	// (userId, action, resource) not a string or longer than its bound

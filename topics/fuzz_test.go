@@ -45,7 +45,7 @@ func FuzzDecode(f *testing.F) {
 
 	// Small bounds, so that huge inputs minimize fast and the length
 	// checks are reached.
-	lim := topics.Limits{MaxBytes: 4096, MaxIDBytes: 16, MaxAggregateIDBytes: 12, MaxLabelBytes: 14}
+	lim := topics.Limits{MaxBytes: 4096, MaxIDBytes: 16, MaxAggregateIDBytes: 12, MaxLabelBytes: 14, MaxTimeAhead: topics.DefaultMaxTimeAhead}
 	d, err := topics.NewDecoder(lim)
 	if err != nil {
 		f.Fatal(err)

@@ -1,10 +1,13 @@
 // Bounds on what one input record can make big: the value's size, the
-// length of its IDs and labels, and its sequence number. The Decoder
+// length of its IDs and labels, its sequence number and how far its time runs ahead. The Decoder
 // rejects a record past any of them before an output is built, so that
 // every output and every stored state stays within sizes known in advance.
 package topics
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // MaxSequence is the largest sequence number accepted: 2^53-1, the largest
 // integer every JSON reader represents exactly. A larger sequence is
@@ -27,6 +30,11 @@ const (
 	// MaxAggregatedBytes of the default bounds under the producer's
 	// default record limit of 1,000,012 bytes.
 	DefaultMaxLabelBytes = 128
+	// DefaultMaxTimeAhead bounds how far an event's time may run ahead of
+	// its record's timestamp. An event dated years ahead would otherwise
+	// stay the newest of its user for good: every later event would fall
+	// out of the anomaly window behind it and lastActivityAt would stop.
+	DefaultMaxTimeAhead = 24 * time.Hour
 )
 
 // Limits are the bounds a Decoder enforces, in bytes of the decoded
@@ -46,6 +54,10 @@ type Limits struct {
 	// (ReasonInvalidSource), data.action and data.resource
 	// (ReasonInvalidData).
 	MaxLabelBytes int
+	// MaxTimeAhead bounds how far timestamp (or ce_time) may be after the
+	// record's timestamp (ReasonInvalidTimestamp). A record without a
+	// timestamp (before 1970) is not checked.
+	MaxTimeAhead time.Duration
 }
 
 // DefaultLimits returns the default bounds.
@@ -56,6 +68,7 @@ var defaultLimits = Limits{
 	MaxIDBytes:          DefaultMaxIDBytes,
 	MaxAggregateIDBytes: DefaultMaxAggregateIDBytes,
 	MaxLabelBytes:       DefaultMaxLabelBytes,
+	MaxTimeAhead:        DefaultMaxTimeAhead,
 }
 
 // Validate reports the first bound below 1, naming its field.
@@ -72,6 +85,9 @@ func (l Limits) Validate() error {
 		if f.v < 1 {
 			return fmt.Errorf("topics: limits: %s must be at least 1, got %d", f.name, f.v)
 		}
+	}
+	if l.MaxTimeAhead < time.Second {
+		return fmt.Errorf("topics: limits: MaxTimeAhead must be at least 1s, got %v", l.MaxTimeAhead)
 	}
 	return nil
 }
@@ -113,6 +129,20 @@ func checkSequence(field string, n int64) *ValidationError {
 		return invalid(field, ReasonInvalidSequence, fmt.Sprintf("%d is above the maximum %d", n, int64(MaxSequence)))
 	}
 	return nil
+}
+
+// checkTimeAhead rejects an event time more than l.MaxTimeAhead after the
+// record's timestamp.
+func checkTimeAhead(e *Event, recordTime time.Time, l *Limits, ce bool) *ValidationError {
+	if recordTime.UnixMilli() <= 0 || !e.Time.After(recordTime.Add(l.MaxTimeAhead)) {
+		return nil
+	}
+	field := "timestamp"
+	if ce {
+		field = headerNames[hTime]
+	}
+	return invalid(field, ReasonInvalidTimestamp, fmt.Sprintf("%s is more than %v after the record timestamp %s",
+		e.Time.Format(time.RFC3339Nano), l.MaxTimeAhead, recordTime.UTC().Format(time.RFC3339Nano)))
 }
 
 // checkLengths applies l to a decoded event. Fields are checked in the

@@ -14,7 +14,7 @@ import (
 // one past the limit, in both formats. Before the bounds, every "past"
 // case was accepted (issue 12, findings 3 and 5).
 func TestDecodeLimits(t *testing.T) {
-	lim := topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 20, MaxAggregateIDBytes: 16, MaxLabelBytes: 14}
+	lim := topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 20, MaxAggregateIDBytes: 16, MaxLabelBytes: 14, MaxTimeAhead: topics.DefaultMaxTimeAhead}
 	// Every field of withField's and ceRecord's events is within these.
 	d, err := topics.NewDecoder(lim)
 	if err != nil {
@@ -175,7 +175,7 @@ func expectReason(t *testing.T, d *topics.Decoder, r *topics.Record, field strin
 // bounds (every string of control characters, the longest numbers and
 // times) and checks it is within MaxOutputBytes.
 func TestMaxOutputBytes(t *testing.T) {
-	lim := topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 40, MaxAggregateIDBytes: 30, MaxLabelBytes: 20}
+	lim := topics.Limits{MaxBytes: 1 << 20, MaxIDBytes: 40, MaxAggregateIDBytes: 30, MaxLabelBytes: 20, MaxTimeAhead: topics.DefaultMaxTimeAhead}
 	agg, id := strings.Repeat("\x01", lim.MaxAggregateIDBytes), strings.Repeat("\x02", lim.MaxIDBytes)
 	const maxInt = 1<<63 - 1
 	meta := func(outID string) topics.OutputMeta {

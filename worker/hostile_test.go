@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,5 +243,25 @@ func TestStructuredCloudEventRejected(t *testing.T) {
 	e.wantApplied(r, map[string]int64{"u-ce": 1})
 	if got := e.dlqReasons(); len(got) != 1 || got[0] != "invalid_specversion" {
 		t.Errorf("DLQ reasons %q, want [invalid_specversion]", got)
+	}
+}
+
+// TestFutureEventTimeRejected: an event dated 9999 once became its user's
+// newest event for good: every later event fell out of the anomaly window
+// behind it and lastActivityAt stayed in 9999. An event time further than
+// input.max_time_ahead after its record's timestamp goes to the DLQ.
+func TestFutureEventTimeRejected(t *testing.T) {
+	e := newEnv(t, 1)
+	r := e.start(e.options(nil))
+	future := crafted("far", "f", 0)
+	future.Value = []byte(strings.Replace(string(future.Value), "2026-11-22T10:00:01.000Z", "9999-12-31T23:59:59.000Z", 1))
+	e.send(future, crafted("next", "f", 0))
+	e.waitDrained(30 * time.Second)
+	e.wantApplied(r, map[string]int64{"f": 1})
+	if got, want := e.decoded("f").LastActivityMillis, time.Date(2026, 11, 22, 10, 0, 1, 0, time.UTC).UnixMilli(); got != want {
+		t.Errorf("lastActivity %v, want %v", time.UnixMilli(got).UTC(), time.UnixMilli(want).UTC())
+	}
+	if got := e.dlqReasons(); len(got) != 1 || got[0] != "invalid_timestamp" {
+		t.Errorf("DLQ reasons %v, want [invalid_timestamp]", got)
 	}
 }
