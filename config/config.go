@@ -57,7 +57,7 @@ type Kafka struct {
 	ClientID       string        `yaml:"client_id" doc:"Client ID sent to the brokers; not empty."`
 	StartOffset    string        `yaml:"start_offset" values:"earliest|latest" doc:"Where a new consumer group starts: earliest or latest."`
 	CommitInterval time.Duration `yaml:"commit_interval" doc:"Longest time between two offset commits while records are being processed (10ms to 1h)."`
-	MaxPollRecords int           `yaml:"max_poll_records" doc:"Most records taken in one poll."`
+	MaxPollRecords int           `yaml:"max_poll_records" doc:"Most records taken in one poll (1 to 10000)."`
 	// FetchMaxPartitionBytes trades memory for throughput: each partition
 	// holds about two fetches' worth of records, decompressed.
 	FetchMaxPartitionBytes ByteSize `yaml:"fetch_max_partition_bytes" doc:"Most (compressed) bytes one fetch returns per partition; bounds the records held in memory (1KiB to 64MiB)."`

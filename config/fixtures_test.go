@@ -221,6 +221,7 @@ var badFixtures = map[string][]string{
 		"dedupe.ttl = 24h: must be at least kafka.commit_interval + kafka.session_timeout + 1.25 × sequencing.gap_timeout (30h0m46s)",
 	},
 	"bounds.bad.yaml": {
+		"kafka.max_poll_records = 1000000: must be between 1 and 10000",
 		"kafka.max_message_bytes = 512KiB: must be at least input.max_bytes (1MiB): the DLQ copy of an accepted record must fit",
 		"kafka.lag_interval = 100ms: must be between 1s and 10m",
 		"redis.replica_ack_timeout = 2s: must be below redis.timeout (1s) when redis.min_replicas_acked is set",

@@ -18,6 +18,11 @@ import (
 	"github.com/streamworker/streamworker/topics"
 )
 
+// MaxPollRecords bounds kafka.max_poll_records: a batch checks each event
+// against the IDs its user already applied in it, so a producer that fills a
+// poll with one user's events costs the square of this.
+const MaxPollRecords = 10_000
+
 // Limits of the durations, chosen from what the broker and Redis accept.
 const (
 	// MinSessionTimeout and MaxSessionTimeout are the defaults of the
@@ -216,7 +221,8 @@ func (c *Config) validate() problems {
 	p.notBlank("kafka.group", k.Group)
 	p.notBlank("kafka.client_id", k.ClientID)
 	p.within("kafka.commit_interval", k.CommitInterval, MinCommitInterval, MaxCommitInterval)
-	p.atLeast("kafka.max_poll_records", k.MaxPollRecords, 1)
+	p.check(k.MaxPollRecords >= 1 && k.MaxPollRecords <= MaxPollRecords, "kafka.max_poll_records", k.MaxPollRecords,
+		"must be between 1 and "+strconv.Itoa(MaxPollRecords))
 	p.check(k.FetchMaxPartitionBytes >= KiB && k.FetchMaxPartitionBytes <= 64*MiB, "kafka.fetch_max_partition_bytes", k.FetchMaxPartitionBytes,
 		"must be between 1KiB and 64MiB")
 	p.check(k.FetchMinBytes >= 1 && k.FetchMinBytes <= 64*MiB, "kafka.fetch_min_bytes", k.FetchMinBytes,
