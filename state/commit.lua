@@ -27,9 +27,10 @@ local function commit(state, first, last, expect, new, data)
       for i = first, last do
         if call('EXISTS', KEYS[i]) == 0 then return 2 end
       end
-      -- Write the same values again: a WAIT after this call then counts
-      -- them among this connection's writes, as it did not when the first
-      -- attempt's WAIT fell short on another connection.
+      -- Write the same values again: WAIT is documented to count the writes
+      -- of its own connection, and the first attempt's may have been
+      -- another. (Redis 7.0 makes a fresh connection's WAIT wait for the
+      -- master's whole stream anyway.)
       call('HSET', state, 'v', new, 'd', data)
       return 1
     end

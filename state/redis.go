@@ -62,16 +62,16 @@ var ErrReplicas = errors.New("state: too few replicas acknowledged the commit")
 //
 // RedisStore is safe for concurrent use.
 type RedisStore struct {
-	client redis.UniversalClient
-	keys   dedupe.Keys
-	ttlMS  string
-	sha    string // of commitLua
-	obs    Observer
+	client  redis.UniversalClient
+	keys    dedupe.Keys
+	ttlMS   string
+	sha     string // of commitLua
+	obs     Observer
 	cluster bool // the client is a ClusterClient
 	// acks replicas must acknowledge each Commit within ackTimeout (WAIT).
 	acks       int
 	ackTimeout time.Duration
-	bufs    sync.Pool // of *scratch
+	bufs       sync.Pool // of *scratch
 }
 
 // writesPerCall bounds the aggregates of one script call on a single server
@@ -92,10 +92,10 @@ func NewRedisStore(client redis.UniversalClient, keys dedupe.Keys, ttl time.Dura
 		ttl = DefaultMarkTTL
 	}
 	s := &RedisStore{
-		client:  client,
-		keys:    keys,
-		ttlMS:   strconv.FormatInt(max(ttl.Milliseconds(), 1), 10),
-		sha:     redis.NewScript(commitLua).Hash(),
+		client: client,
+		keys:   keys,
+		ttlMS:  strconv.FormatInt(max(ttl.Milliseconds(), 1), 10),
+		sha:    redis.NewScript(commitLua).Hash(),
 	}
 	_, s.cluster = client.(*redis.ClusterClient)
 	for _, o := range opts {

@@ -166,63 +166,50 @@ func TestRedisStoreClusterSlots(t *testing.T) {
 		slotBatches, writes, slotUsers, calls, usec, float64(usec)/float64(writes))
 }
 
-// TestRedisStoreReplicaAcks: with WithReplicaAcks(1), a commit whose
-// replica does not acknowledge fails with the retryable ErrReplicas (the
-// write is on the master), and the same commit retried once the replica is
-// back succeeds and is acknowledged, on another connection too.
+// TestRedisStoreReplicaAcks: with WithReplicaAcks(1), a commit its replica
+// does not acknowledge fails with the retryable ErrReplicas (the write is on
+// the master), and so does its retry on a fresh connection while the replica
+// is still behind; once the replica is back the retry succeeds. Then the window WAIT closes is forced: with the master's
+// replication stream stalled (testenv StallReplication), a commit without
+// WAIT succeeds on the master, the master is SIGKILLed and its replica,
+// resumed, is promoted without the write; in the same window a commit with
+// WAIT fails, so its caller does not go on as if it were durable.
 func TestRedisStoreReplicaAcks(t *testing.T) {
 	for _, topo := range replicated {
 		t.Run(string(topo), func(t *testing.T) {
 			r := startTopology(t, topo)
 			ctx := context.Background()
 			keys := dedupe.Keys{Prefix: r.Prefix()}
-			w := []Write{{Aggregate: "u-1", Data: []byte("one"), Marks: []string{"e1"}}}
 			master := r.MasterFor(keys.State("u-1"))
+			w := []Write{{Aggregate: "u-1", Data: []byte("zero"), Marks: []string{"e0"}}}
 			replica := r.ReplicaOf(master)
 			r.PauseNode(replica)
 			s := NewRedisStore(r.Client(t), keys, time.Hour, WithReplicaAcks(1, 200*time.Millisecond))
-			out, err := s.Commit(ctx, w)
-			if !errors.Is(err, ErrReplicas) || !IsRetryable(err) {
-				t.Fatalf("Commit with the replica paused = %v, %v; want retryable ErrReplicas", out, err)
+			if _, err := s.Commit(ctx, w); !errors.Is(err, ErrReplicas) || !IsRetryable(err) {
+				t.Fatalf("Commit with the replica paused: %v; want retryable ErrReplicas", err)
 			}
-			t.Logf("paused replica: %v", err)
+			s = NewRedisStore(r.Client(t), keys, time.Hour, WithReplicaAcks(1, 200*time.Millisecond))
+			if _, err := s.Commit(ctx, w); !errors.Is(err, ErrReplicas) {
+				t.Fatalf("the same Commit on a fresh connection with the replica paused: %v; want ErrReplicas", err)
+			}
 			r.ResumeNode(replica)
-			// A fresh client: the retry cannot share the first one's
-			// connection, whose writes WAIT counted.
-			s = NewRedisStore(r.Client(t), keys, time.Hour, WithReplicaAcks(1, 5*time.Second))
 			if out, err := s.Commit(ctx, w); err != nil || out[0] != Committed {
-				t.Fatalf("retried Commit = %v, %v; want committed and acknowledged", out, err)
+				t.Fatalf("the same Commit with the replica back = %v, %v; want committed and acknowledged", out, err)
 			}
-		})
-	}
-}
 
-// TestRedisStoreLossWithoutAcks forces the window WAIT closes: with the
-// master's replication stream stalled (testenv StallReplication), a commit
-// without WAIT succeeds on the master, the master is SIGKILLed and its
-// replica, resumed, is promoted without the write. In the same window a
-// commit with WithReplicaAcks(1) fails with ErrReplicas: its caller does not
-// go on as if it were durable.
-func TestRedisStoreLossWithoutAcks(t *testing.T) {
-	for _, topo := range replicated {
-		t.Run(string(topo), func(t *testing.T) {
-			r := startTopology(t, topo)
-			ctx := context.Background()
-			keys := dedupe.Keys{Prefix: r.Prefix()}
-			master := r.MasterFor(keys.State("u-1"))
 			client := r.Client(t)
 			plain := NewRedisStore(client, keys, time.Hour)
 			acked := NewRedisStore(client, keys, time.Hour, WithReplicaAcks(1, 200*time.Millisecond))
-			first := []Write{{Aggregate: "u-1", Data: []byte("one"), Marks: []string{"e1"}}}
+			first := []Write{{Aggregate: "u-1", Expect: 1, Data: []byte("one"), Marks: []string{"e1"}}}
 			if out, err := acked.Commit(ctx, first); err != nil || out[0] != Committed {
 				t.Fatalf("first Commit = %v, %v", out, err)
 			}
-			replica := r.StallReplication(master)
-			second := []Write{{Aggregate: "u-1", Expect: 1, Data: []byte("two"), Marks: []string{"e2"}}}
+			r.StallReplication(master)
+			second := []Write{{Aggregate: "u-1", Expect: 2, Data: []byte("two"), Marks: []string{"e2"}}}
 			if _, err := acked.Commit(ctx, second); !errors.Is(err, ErrReplicas) {
 				t.Fatalf("acknowledged Commit with replication stalled: %v, want ErrReplicas", err)
 			}
-			third := []Write{{Aggregate: "u-1", Expect: 2, Data: []byte("three"), Marks: []string{"e3"}}}
+			third := []Write{{Aggregate: "u-1", Expect: 3, Data: []byte("three"), Marks: []string{"e3"}}}
 			if out, err := plain.Commit(ctx, third); err != nil || out[0] != Committed {
 				t.Fatalf("Commit without WAIT = %v, %v; want committed (by the master alone)", out, err)
 			}
@@ -243,8 +230,8 @@ func TestRedisStoreLossWithoutAcks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if snaps[0].Version != 1 || string(snaps[0].Data) != "one" {
-				t.Fatalf("after the failover u-1 is version %d %q; want the acknowledged version 1 %q, the later writes lost",
+			if snaps[0].Version != 2 || string(snaps[0].Data) != "one" {
+				t.Fatalf("after the failover u-1 is version %d %q; want the acknowledged version 2 %q, the later writes lost",
 					snaps[0].Version, snaps[0].Data, "one")
 			}
 			t.Logf("%s: the commit acknowledged by the master alone was lost in the failover; the replicated one survived", topo)

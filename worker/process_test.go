@@ -50,14 +50,13 @@ func (e *env) spawnWith(name string, extra ...string) *proc {
 		"SW_TOPICS_ANOMALIES="+e.names.Anomalies,
 		"SW_TOPICS_DLQ="+e.names.DLQ,
 		"SW_TOPICS_GAPS="+e.names.Gaps,
-		"SW_REDIS_ADDR="+e.redis.Addr(),
 		"SW_REDIS_KEY_PREFIX="+e.prefix,
 		"SW_HTTP_ADDR=127.0.0.1:0",
 		"SW_LOG_LEVEL=info",
 		"SW_SHUTDOWN_TIMEOUT=15s",
 		"SW_RETRY_MAX_BACKOFF=500ms",
 	)
-	cmd.Env = append(cmd.Env, extra...)
+	cmd.Env = append(append(cmd.Env, e.redisEnv()...), extra...)
 	p := &proc{cmd: cmd, out: &testenv.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = cmd.Stdout
