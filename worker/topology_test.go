@@ -129,7 +129,8 @@ func (e *env) report(topo testenv.Topology, name string, events int, o *loadgen.
 	rec := "-"
 	if len(recovery) > 0 {
 		s := slices.Sorted(slices.Values(recovery))
-		rec = fmt.Sprintf("median %v max %v", s[len(s)/2].Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
+		median := (s[(len(s)-1)/2] + s[len(s)/2]) / 2
+		rec = fmt.Sprintf("median %v max %v", median.Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
 	}
 	e.t.Logf("topology-result topology=%s case=%s events=%d lost=%d applied_twice=%d duplicate_outputs=%d recovery=%s",
 		topo, name, events, lost, twice, dups, rec)
@@ -276,6 +277,7 @@ func TestReshard(t *testing.T) {
 				e.topo.Reshard(move[0], move[1], 2000)
 				took = append(took, time.Since(start))
 			}
+			t.Logf("Redis errors the worker met (MOVED, ASK, TRYAGAIN) and retried: %v", metric(r.reg, "streamworker_redis_errors_total"))
 			oracle := wait()
 			e.waitDrained(90 * time.Second)
 			if err := r.stop(t); err != nil {

@@ -559,7 +559,38 @@ func (r *RedisTopology) clusterOK() bool {
 			return false
 		}
 	}
+	// What redis-cli --cluster checks before it reshards: every node has the
+	// same view of which node holds which slots.
+	var sig string
+	for i, n := range live {
+		s := clusterSignature(n.Addr())
+		if s == "" || i > 0 && s != sig {
+			return false
+		}
+		sig = s
+	}
 	return true
+}
+
+// clusterSignature returns the node IDs and slots of CLUSTER NODES at addr,
+// sorted ("" when it does not answer).
+func clusterSignature(addr string) string {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	text, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		return ""
+	}
+	var sig []string
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		if f := strings.Fields(line); len(f) > 8 {
+			sig = append(sig, f[0]+":"+strings.Join(f[8:], ","))
+		}
+	}
+	slices.Sort(sig)
+	return strings.Join(sig, "|")
 }
 
 func (r *RedisTopology) sentinelOK() bool {
