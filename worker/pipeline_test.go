@@ -107,7 +107,7 @@ func testRedisOutage(t *testing.T, topo testenv.Topology) {
 	}
 	events := topoEvents(topo, 8000)
 	down := 10 * time.Second
-	if topo != testenv.Single && !chaos() {
+	if topo != testenv.Single && !topoChaos() {
 		down = 3 * time.Second
 	}
 	wait := e.produceInBackground(workload(events, 3), 1000)

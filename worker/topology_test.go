@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,12 +29,14 @@ import (
 	"github.com/streamworker/streamworker/worker"
 )
 
-// chaos reports whether the long versions run (SW_TEST_CHAOS=1, make chaos).
-func chaos() bool { return os.Getenv("SW_TEST_CHAOS") != "" }
+// topoChaos reports whether the long versions run (SW_TEST_CHAOS=1, make chaos).
+func topoChaos() bool { return os.Getenv("SW_TEST_CHAOS") != "" }
 
-// chaosRuns is how many times a failover case repeats under SW_TEST_CHAOS.
-func chaosRuns() int {
-	if n, err := strconv.Atoi(os.Getenv("SW_TEST_CHAOS_RUNS")); err == nil && n > 0 {
+// topoChaosRuns is how many times a failover case repeats under
+// SW_TEST_CHAOS.
+func topoChaosRuns() int {
+	var n int
+	if _, err := fmt.Sscan(os.Getenv("SW_TEST_CHAOS_RUNS"), &n); err == nil && n > 0 {
 		return n
 	}
 	return 3
@@ -44,7 +45,7 @@ func chaosRuns() int {
 // topoEvents scales a test's event count for a topology: the single server
 // keeps it; a replicated one runs half of it unless SW_TEST_CHAOS is set.
 func topoEvents(topo testenv.Topology, events int) int {
-	if topo == testenv.Single || chaos() {
+	if topo == testenv.Single || topoChaos() {
 		return events
 	}
 	return events / 2
@@ -160,8 +161,8 @@ func TestMasterFailover(t *testing.T) {
 	for _, topo := range []testenv.Topology{testenv.Cluster, testenv.Sentinel} {
 		t.Run(string(topo), func(t *testing.T) {
 			runs := 1
-			if chaos() {
-				runs = chaosRuns()
+			if topoChaos() {
+				runs = topoChaosRuns()
 			}
 			e := newTopoEnv(t, 4, topo)
 			events := topoEvents(topo, 16_000)
@@ -217,7 +218,7 @@ func (e *env) failover(r *running, master string, acks bool) time.Duration {
 // replica had are lost with it, while their offsets were committed. It
 // demonstrates the window the setting closes; it runs under SW_TEST_CHAOS only.
 func TestLossWithoutReplicaAcks(t *testing.T) {
-	if !chaos() {
+	if !topoChaos() {
 		t.Skip("a demonstration of loss; runs with SW_TEST_CHAOS=1 (make chaos)")
 	}
 	for _, topo := range []testenv.Topology{testenv.Cluster, testenv.Sentinel} {
@@ -259,8 +260,8 @@ func TestReshard(t *testing.T) {
 		t.Skip("replicated topology; skipped with -short")
 	}
 	for _, acks := range []int{1, 0} {
-		t.Run("acks="+strconv.Itoa(acks), func(t *testing.T) {
-			if acks == 0 && !chaos() {
+		t.Run(fmt.Sprintf("acks=%d", acks), func(t *testing.T) {
+			if acks == 0 && !topoChaos() {
 				t.Skip("the Cluster client's own MOVED and ASK handling; runs with SW_TEST_CHAOS=1")
 			}
 			e := newTopoEnv(t, 4, testenv.Cluster)

@@ -19,8 +19,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -237,7 +235,7 @@ func (r *RedisTopology) MasterFor(key string) string {
 	defer cancel()
 	for _, n := range r.liveNodes() {
 		c := redis.NewClient(&redis.Options{Addr: n.Addr()})
-		slots, err := c.ClusterSlots(ctx).Result()
+		ranges, err := slotRanges(ctx, c)
 		var slot int64
 		if err == nil {
 			slot, err = c.ClusterKeySlot(ctx, key).Result()
@@ -246,9 +244,9 @@ func (r *RedisTopology) MasterFor(key string) string {
 		if err != nil {
 			continue
 		}
-		for _, s := range slots {
-			if int(slot) >= s.Start && int(slot) <= s.End && len(s.Nodes) > 0 {
-				return s.Nodes[0].Addr
+		for _, sr := range ranges {
+			if slot >= sr.Start && slot <= sr.End && sr.master != "" {
+				return sr.master
 			}
 		}
 	}
@@ -529,21 +527,21 @@ func (r *RedisTopology) clusterOK() bool {
 	for _, n := range live {
 		c := redis.NewClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1})
 		info, err := c.ClusterInfo(ctx).Result()
-		var slots []redis.ClusterSlot
+		var ranges []slotRange
 		if err == nil {
-			slots, err = c.ClusterSlots(ctx).Result()
+			ranges, err = slotRanges(ctx, c)
 		}
 		_ = c.Close()
 		if err != nil || !strings.Contains(info, "cluster_state:ok") {
 			return false
 		}
-		covered, o := 0, map[string]bool{}
-		for _, s := range slots {
-			covered += s.End - s.Start + 1
-			if len(s.Nodes) == 0 {
+		covered, o := int64(0), map[string]bool{}
+		for _, sr := range ranges {
+			covered += sr.End - sr.Start + 1
+			if sr.master == "" {
 				return false
 			}
-			o[s.Nodes[0].Addr] = true
+			o[sr.master] = true
 		}
 		if covered != 16384 {
 			return false
@@ -570,6 +568,34 @@ func (r *RedisTopology) clusterOK() bool {
 		sig = s
 	}
 	return true
+}
+
+// slotRange is a range of slots and the address of its online master (""
+// if none).
+type slotRange struct {
+	redis.SlotRange
+	master string
+}
+
+// slotRanges returns the slot ranges of CLUSTER SHARDS as c sees them.
+func slotRanges(ctx context.Context, c *redis.Client) ([]slotRange, error) {
+	shards, err := c.ClusterShards(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []slotRange
+	for _, sh := range shards {
+		master := ""
+		for _, n := range sh.Nodes {
+			if n.Role == "master" && n.Health == "online" {
+				master = net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+			}
+		}
+		for _, sr := range sh.Slots {
+			out = append(out, slotRange{sr, master})
+		}
+	}
+	return out, nil
 }
 
 // clusterSignature returns the node IDs and slots of CLUSTER NODES at addr,
@@ -694,12 +720,15 @@ func addrsOf(ns []*RedisServer) []string {
 	return out
 }
 
+// parallel calls f on every node at once and waits for all.
 func parallel(ns []*RedisServer, f func(*RedisServer)) {
-	var wg sync.WaitGroup
+	done := make(chan struct{}, len(ns))
 	for _, n := range ns {
-		wg.Go(func() { f(n) })
+		go func() { f(n); done <- struct{}{} }()
 	}
-	wg.Wait()
+	for range ns {
+		<-done
+	}
 }
 
 func mapsEqual(a, b map[string]bool) bool {
@@ -738,88 +767,4 @@ func (r *RedisTopology) WaitReplicated(addr string) {
 		}
 		return true
 	}, "the replicas of %s did not catch up", addr)
-}
-
-// PauseNode stops the node at addr with SIGSTOP: it keeps its connections
-// but answers nothing (a replica so stops acknowledging its master's
-// stream) until ResumeNode.
-func (r *RedisTopology) PauseNode(addr string) { r.signalNode(addr, syscall.SIGSTOP) }
-
-// ResumeNode continues a node paused by PauseNode.
-func (r *RedisTopology) ResumeNode(addr string) { r.signalNode(addr, syscall.SIGCONT) }
-
-func (r *RedisTopology) signalNode(addr string, sig syscall.Signal) {
-	r.tb.Helper()
-	n := r.node(addr)
-	n.mu.Lock()
-	p := n.proc
-	n.mu.Unlock()
-	if p == nil {
-		r.tb.Fatalf("testenv: %s is not running", addr)
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		r.tb.Fatalf("testenv: signal %s: %v", addr, err)
-	}
-	if sig == syscall.SIGSTOP {
-		// A paused node must not stay paused past the test (its kill would
-		// still work, but a replica left stopped hides failures).
-		r.tb.Cleanup(func() { _ = p.cmd.Process.Signal(syscall.SIGCONT) })
-	}
-}
-
-// StallReplication opens the window in which a master acknowledges writes
-// that no replica has: it pauses the master's replica (SIGSTOP) and writes
-// filler values to the master until the replication stream no longer fits
-// the sockets' buffers and waits in the master's own memory (the replica's
-// client shows omem of 16 MiB in CLIENT LIST, more than the kernel's send
-// buffer could take over, whose content a killed process's socket still
-// delivers). From then on every write to that
-// master is lost if it dies before ResumeNode of the returned replica.
-func (r *RedisTopology) StallReplication(master string) (replica string) {
-	const stallBytes = 16 << 20
-	r.tb.Helper()
-	replica = r.ReplicaOf(master)
-	if replica == "" {
-		r.tb.Fatalf("testenv: %s has no replica", master)
-	}
-	r.PauseNode(replica)
-	c := redis.NewClient(&redis.Options{Addr: master})
-	defer c.Close()
-	ctx := context.Background()
-	filler := strings.Repeat("f", 1<<20)
-	key := ""
-	for i := 0; key == ""; i++ {
-		k := "testenv-filler-" + strconv.Itoa(i)
-		err := c.Set(ctx, k, filler, 0).Err()
-		switch {
-		case err == nil:
-			key = k
-		case !redis.HasErrorPrefix(err, "MOVED"):
-			r.tb.Fatalf("testenv: filler on %s: %v", master, err)
-		}
-	}
-	for i := 0; ; i++ {
-		clients, err := c.ClientList(ctx).Result()
-		if err != nil {
-			r.tb.Fatalf("testenv: CLIENT LIST on %s: %v", master, err)
-		}
-		for _, line := range strings.Split(clients, "\n") {
-			if !strings.Contains(line, "flags=S") {
-				continue
-			}
-			for _, f := range strings.Fields(line) {
-				if v, ok := strings.CutPrefix(f, "omem="); ok {
-					if n, _ := strconv.Atoi(v); n >= stallBytes {
-						return replica
-					}
-				}
-			}
-		}
-		if i == 256 {
-			r.tb.Fatalf("testenv: 256 MiB written to %s and its replication stream still fits the sockets", master)
-		}
-		if err := c.Set(ctx, key, filler, 0).Err(); err != nil {
-			r.tb.Fatalf("testenv: filler on %s: %v", master, err)
-		}
-	}
 }
