@@ -196,6 +196,8 @@ func TestRedisStoreReplicaAcks(t *testing.T) {
 				t.Fatalf("the same Commit on a fresh connection with the replica paused: %v; want ErrReplicas", err)
 			}
 			r.ResumeNode(replica)
+			// The replica has a backlog to take first: give WAIT time.
+			s = NewRedisStore(r.Client(t), keys, time.Hour, WithReplicaAcks(1, 5*time.Second))
 			if out, err := s.Commit(ctx, w); err != nil || out[0] != Committed {
 				t.Fatalf("the same Commit with the replica back = %v, %v; want committed and acknowledged", out, err)
 			}

@@ -195,8 +195,11 @@ func (e *env) failover(r *running, master string, acks bool) time.Duration {
 	replica := e.topo.StallReplication(master)
 	before := metric(r.reg, "streamworker_events_processed_total")
 	if acks {
-		testenv.Eventually(e.t, 20*time.Second, func() bool { return !r.w.Ready() },
-			"the worker stayed ready with the replica of %s stalled", master)
+		// WAIT falls short: the commit is retried, the partition reported
+		// stuck and the worker not ready.
+		testenv.Eventually(e.t, 20*time.Second, func() bool {
+			return !r.w.Ready() && metric(r.reg, "streamworker_partition_stuck_seconds") > 0
+		}, "the worker stayed ready, no partition stuck, with the replica of %s stalled", master)
 	} else {
 		testenv.Eventually(e.t, 20*time.Second, func() bool {
 			return metric(r.reg, "streamworker_events_processed_total") > before+200

@@ -10,8 +10,9 @@ import (
 
 // TestTopologies builds each replicated topology, writes through its
 // client, kills the master that holds a key and checks that the promoted
-// replica serves what WAIT saw replicated; on the Cluster it then moves
-// slots with redis-cli while the client keeps writing.
+// replica serves what had been replicated; on the Cluster it then moves
+// slots with redis-cli while the client keeps writing, and promotes a
+// replica with CLUSTER FAILOVER.
 func TestTopologies(t *testing.T) {
 	for _, topo := range []Topology{Cluster, Sentinel} {
 		t.Run(string(topo), func(t *testing.T) {
@@ -70,6 +71,12 @@ func TestTopologies(t *testing.T) {
 			done <- nil
 			if err := <-done; err != nil {
 				t.Fatalf("a write failed during the reshard: %v", err)
+			}
+			// A failover without loss: the replica takes over on request.
+			replica = r.ReplicaOf(ms[2])
+			r.Failover(replica)
+			if ms := r.Masters(); !slices.Contains(ms, replica) {
+				t.Fatalf("%s not a master after CLUSTER FAILOVER: %v", replica, ms)
 			}
 		})
 	}
