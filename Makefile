@@ -41,3 +41,4 @@ lint:
 # The hostile soak for 10 minutes (a seeded short case runs in `make test`).
 soak:
 	SW_SOAK_FOR=10m $(GO) test -count=1 -run '^TestHostileSoak$$' -timeout 40m -v ./worker/
+CHAOS_TESTS := $(CHAOS_TESTS)|TestCrashRecovery|TestRebalance|TestRedisOutage|TestMasterFailover|TestLossWithoutReplicaAcks|TestReshard

@@ -163,3 +163,24 @@ func decodeTag(tag string) (string, bool) {
 	}
 	return b.String(), true
 }
+
+// Slot returns the Redis Cluster hash slot of every key of agg: CRC16
+// (XMODEM) of the hash tag, the encoded aggregate, modulo 16384. It is
+// what CLUSTER KEYSLOT answers for State(agg) and Seen(agg, id).
+func (k Keys) Slot(agg string) uint16 {
+	var buf [64]byte
+	key := k.appendTagged(buf[:0], agg)
+	tag := key[len(k.prefix())+len(":{") : len(key)-1]
+	var crc uint16
+	for _, c := range tag {
+		crc ^= uint16(c) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc % 16384
+}

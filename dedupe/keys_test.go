@@ -106,3 +106,19 @@ func TestParseState(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysSlot checks Slot against the CRC16 check value of the Redis
+// Cluster specification (123456789 -> 0x31C3) and slots CLUSTER KEYSLOT
+// gives (foo -> 12182); TestRedisStoreClusterSlots in state compares it with
+// CLUSTER KEYSLOT for ordinary and escaped IDs.
+func TestKeysSlot(t *testing.T) {
+	k := Keys{Prefix: "sw"}
+	for agg, want := range map[string]uint16{"123456789": 0x31C3 % 16384, "foo": 12182} {
+		if got := k.Slot(agg); got != want {
+			t.Errorf("Slot(%q) = %d, want %d", agg, got, want)
+		}
+	}
+	if k.Slot("u-1") != (Keys{Prefix: "other"}).Slot("u-1") {
+		t.Error("the slot depends on the prefix")
+	}
+}

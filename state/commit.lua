@@ -1,9 +1,9 @@
 -- Commits the writes of one or more aggregates. Each write is applied
 -- atomically: the new state together with the dedupe marks of the events
 -- applied, only if the stored version is still the expected one and none of
--- the marks exist. On Redis Cluster every call carries one aggregate (its
--- keys share the aggregate's hash tag); on a single server or Sentinel one
--- call carries many, to spare a script call per aggregate.
+-- the marks exist. On Redis Cluster a call carries the aggregates of one
+-- hash slot (each aggregate's keys share its hash tag); on a single server
+-- or Sentinel one call carries any, to spare a script call per aggregate.
 --
 -- KEYS        per aggregate: its state hash (fields v = version, d = data),
 --             then the seen keys of the events applied to it
@@ -27,6 +27,11 @@ local function commit(state, first, last, expect, new, data)
       for i = first, last do
         if call('EXISTS', KEYS[i]) == 0 then return 2 end
       end
+      -- Write the same values again: WAIT is documented to count the writes
+      -- of its own connection, and the first attempt's may have been
+      -- another. (Redis 7.0 makes a fresh connection's WAIT wait for the
+      -- master's whole stream anyway.)
+      call('HSET', state, 'v', new, 'd', data)
       return 1
     end
     return 2

@@ -1,12 +1,15 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,13 +33,27 @@ type Option func(*RedisStore)
 // WithObserver reports every round trip to o (nil: none).
 func WithObserver(o Observer) Option { return func(s *RedisStore) { s.obs = o } }
 
+// WithReplicaAcks makes every Commit end with WAIT n timeout on each master
+// it wrote to, in the same pipeline as its writes (WAIT counts the writes of
+// its own connection), and fail with ErrReplicas when fewer than n replicas
+// acknowledged them within timeout. n <= 0 does not wait.
+func WithReplicaAcks(n int, timeout time.Duration) Option {
+	return func(s *RedisStore) { s.acks, s.ackTimeout = max(n, 0), timeout }
+}
+
+// ErrReplicas is returned by Commit when fewer replicas than WithReplicaAcks
+// asks for acknowledged its writes in time. The writes are on the master
+// but may be lost if it fails now; retrying the Commit is safe (it finds
+// its own writes, writes them again and waits again).
+var ErrReplicas = errors.New("state: too few replicas acknowledged the commit")
+
 // RedisStore is the Store on Redis: the state of aggregate u-42 is the hash
 // sw:{u-42}:state (fields v, the version, and d, the data), the mark of
 // event e is the string sw:{u-42}:seen:e with a TTL. One Lua script per
 // aggregate checks and writes them, and all keys of an aggregate share its
 // hash tag, so it works on a single server, Sentinel and Cluster alike. On
 // a single server or Sentinel one script call commits up to 256 aggregates;
-// on a Cluster one call commits one.
+// on a Cluster one call commits the aggregates of one hash slot (up to 256).
 //
 // Fetch and Commit each take one pipelined round trip (one per node on a
 // Cluster). Commit calls the script with EVALSHA; when Redis lost it (a
@@ -45,16 +62,16 @@ func WithObserver(o Observer) Option { return func(s *RedisStore) { s.obs = o } 
 //
 // RedisStore is safe for concurrent use.
 type RedisStore struct {
-	client redis.UniversalClient
-	keys   dedupe.Keys
-	ttlMS  string
-	sha    string // of commitLua
-	obs    Observer
-	// perCall is how many aggregates one script call commits: one on a
-	// Cluster (a script's keys must share a slot), more elsewhere.
-	perCall int
-	cluster bool      // the client is a ClusterClient
-	bufs    sync.Pool // of *scratch
+	client  redis.UniversalClient
+	keys    dedupe.Keys
+	ttlMS   string
+	sha     string // of commitLua
+	obs     Observer
+	cluster bool // the client is a ClusterClient
+	// acks replicas must acknowledge each Commit within ackTimeout (WAIT).
+	acks       int
+	ackTimeout time.Duration
+	bufs       sync.Pool // of *scratch
 }
 
 // writesPerCall bounds the aggregates of one script call on a single server
@@ -75,15 +92,12 @@ func NewRedisStore(client redis.UniversalClient, keys dedupe.Keys, ttl time.Dura
 		ttl = DefaultMarkTTL
 	}
 	s := &RedisStore{
-		client:  client,
-		keys:    keys,
-		ttlMS:   strconv.FormatInt(max(ttl.Milliseconds(), 1), 10),
-		sha:     redis.NewScript(commitLua).Hash(),
-		perCall: writesPerCall,
+		client: client,
+		keys:   keys,
+		ttlMS:  strconv.FormatInt(max(ttl.Milliseconds(), 1), 10),
+		sha:    redis.NewScript(commitLua).Hash(),
 	}
-	if _, s.cluster = client.(*redis.ClusterClient); s.cluster {
-		s.perCall = 1
-	}
+	_, s.cluster = client.(*redis.ClusterClient)
 	for _, o := range opts {
 		o(s)
 	}
@@ -161,6 +175,7 @@ func (s *RedisStore) Fetch(ctx context.Context, aggs []string, marks []Mark) ([]
 	_, err := pipe.Exec(ctx)
 	s.observe("fetch", start, err)
 	if err != nil {
+		s.reloadSlots(ctx, err)
 		return nil, nil, fmt.Errorf("state: fetch %d aggregates, %d marks: %w", len(aggs), len(marks), err)
 	}
 	for i, cmd := range hm {
@@ -200,8 +215,12 @@ func snapshot(vals []any) (Snapshot, error) {
 	return snap, nil
 }
 
-// Commit implements Store with one pipeline of EVALSHA per write (plus a
-// SCRIPT LOAD and a second pipeline for the writes that met NOSCRIPT).
+// Commit implements Store with one pipeline of EVALSHA calls, each for up to
+// 256 writes (on a Cluster, of one hash slot), plus a SCRIPT LOAD and a
+// second pipeline for the writes that met NOSCRIPT. With WithReplicaAcks
+// each pipeline ends with WAIT; on a Cluster it then goes to each master
+// the writes' slots map to, and a write that meets MOVED or ASK (slots
+// moving) fails retryably after the client reloads the slot map.
 func (s *RedisStore) Commit(ctx context.Context, writes []Write) ([]Outcome, error) {
 	out := make([]Outcome, len(writes))
 	if len(writes) == 0 {
@@ -223,7 +242,7 @@ func (s *RedisStore) Commit(ctx context.Context, writes []Write) ([]Outcome, err
 
 // commit sends the writes at indexes idx (all writes when idx is nil) in one
 // pipeline, fills out, and returns the indexes that met NOSCRIPT. Writes go
-// s.perCall to a script call.
+// to script calls as s.calls groups them.
 func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out []Outcome) (noScript []int, err error) {
 	if idx == nil {
 		idx = make([]int, len(writes))
@@ -236,7 +255,8 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 	// The pieces of every call, in the order its arguments take them:
 	// numkeys, the keys of each write, then three numbers per write.
 	nargs := 0
-	for call := range slices.Chunk(idx, s.perCall) {
+	calls := s.calls(writes, idx)
+	for _, call := range calls {
 		nkeys := 0
 		for _, i := range call {
 			nkeys += 1 + len(writes[i].Marks)
@@ -262,9 +282,9 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 	b.seal(nargs)
 	b.data = slices.Grow(b.data, len(idx))
 
-	pipe := s.client.Pipeline()
-	cmds := make([]*redis.IntSliceCmd, 0, (len(idx)+s.perCall-1)/s.perCall)
-	for call := range slices.Chunk(idx, s.perCall) {
+	cmds := make([]*redis.IntSliceCmd, 0, len(calls))
+	var firstKeys []string // of each call, to find its master (Cluster with WAIT)
+	for _, call := range calls {
 		b.start("evalsha")
 		b.args = append(b.args, &s.sha, b.next())
 		for _, i := range call {
@@ -279,21 +299,22 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 		}
 		cmd := redis.NewIntSliceCmd(ctx, b.take()...)
 		cmd.SetFirstKeyPos(3)
-		_ = pipe.Process(ctx, cmd)
 		cmds = append(cmds, cmd)
+		if s.cluster && s.acks > 0 {
+			firstKeys = append(firstKeys, *cmd.Args()[3].(*string))
+		}
 	}
 	start := time.Now()
-	_, _ = pipe.Exec(ctx) // errors are per command
+	waitErr := s.exec(ctx, cmds, firstKeys)
 	d := time.Since(start)
 	defer func() {
 		if s.obs != nil {
 			s.obs.ObserveRedis("commit", d, err) // NOSCRIPT is no failure
 		}
+		s.reloadSlots(ctx, err)
 	}()
-	c := 0
-	for call := range slices.Chunk(idx, s.perCall) {
+	for c, call := range calls {
 		codes, cerr := cmds[c].Result()
-		c++
 		if redis.HasErrorPrefix(cerr, "NOSCRIPT") {
 			noScript = append(noScript, call...)
 			continue
@@ -314,7 +335,115 @@ func (s *RedisStore) commit(ctx context.Context, writes []Write, idx []int, out 
 			out[i] = Outcome(codes[j])
 		}
 	}
+	if err == nil && len(noScript) == 0 && waitErr != nil {
+		err = fmt.Errorf("state: commit %d writes: %w", len(idx), waitErr)
+	}
 	return noScript, err
+}
+
+// calls groups the writes at idx into script calls of up to writesPerCall
+// writes, in order; on a Cluster a call holds the writes of one hash slot
+// (a script's keys must share one), keeping their order within it.
+func (s *RedisStore) calls(writes []Write, idx []int) [][]int {
+	if !s.cluster {
+		return slices.Collect(slices.Chunk(idx, writesPerCall))
+	}
+	var calls [][]int
+	open := map[uint16]int{} // slot -> its call being filled
+	for _, i := range idx {
+		slot := s.keys.Slot(writes[i].Aggregate)
+		c, ok := open[slot]
+		if !ok || len(calls[c]) == writesPerCall {
+			c = len(calls)
+			calls = append(calls, nil)
+			open[slot] = c
+		}
+		calls[c] = append(calls[c], i)
+	}
+	return calls
+}
+
+// exec sends the script calls and, with WithReplicaAcks, the WAIT after
+// them, and returns the WAIT's failure (the calls' own errors are in cmds).
+func (s *RedisStore) exec(ctx context.Context, cmds []*redis.IntSliceCmd, firstKeys []string) error {
+	if s.acks == 0 || !s.cluster {
+		pipe := s.client.Pipeline()
+		for _, cmd := range cmds {
+			_ = pipe.Process(ctx, cmd)
+		}
+		var wait *redis.IntCmd
+		if s.acks > 0 {
+			wait = s.wait(ctx, pipe)
+		}
+		_, _ = pipe.Exec(ctx) // errors are per command
+		if wait == nil {
+			return nil
+		}
+		return s.checkWait(wait, "")
+	}
+	// A Cluster client would send a WAIT to any node: send each master the
+	// calls of its slots, then the WAIT, on one connection of its own.
+	cc := s.client.(*redis.ClusterClient)
+	byNode := map[*redis.Client][]*redis.IntSliceCmd{}
+	for i, cmd := range cmds {
+		node, err := cc.MasterForKey(ctx, firstKeys[i])
+		if err != nil {
+			cmd.SetErr(err)
+			continue
+		}
+		byNode[node] = append(byNode[node], cmd)
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		waitErr error
+		moved   atomic.Bool
+	)
+	for node, cmds := range byNode {
+		wg.Go(func() {
+			pipe := node.Pipeline()
+			for _, cmd := range cmds {
+				_ = pipe.Process(ctx, cmd)
+			}
+			wait := s.wait(ctx, pipe)
+			_, _ = pipe.Exec(ctx)
+			for _, cmd := range cmds {
+				if err := cmd.Err(); redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") {
+					moved.Store(true)
+				}
+			}
+			if err := s.checkWait(wait, node.Options().Addr); err != nil {
+				mu.Lock()
+				waitErr = cmp.Or(waitErr, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if moved.Load() {
+		cc.ReloadState(ctx)
+	}
+	return waitErr
+}
+
+// wait queues WAIT acks timeout (whose reply comes within the client's
+// read timeout: the configuration keeps ackTimeout below it).
+func (s *RedisStore) wait(ctx context.Context, pipe redis.Pipeliner) *redis.IntCmd {
+	cmd := redis.NewIntCmd(ctx, "wait", s.acks, max(s.ackTimeout.Milliseconds(), 1))
+	_ = pipe.Process(ctx, cmd)
+	return cmd
+}
+
+// checkWait turns a WAIT reply into nil or an error.
+func (s *RedisStore) checkWait(wait *redis.IntCmd, node string) error {
+	n, err := wait.Result()
+	switch {
+	case err != nil:
+		return fmt.Errorf("WAIT %d on %s: %w", s.acks, cmp.Or(node, "the master"), err)
+	case n < int64(s.acks):
+		return fmt.Errorf("%w: %d of %d within %v on %s", ErrReplicas, n, s.acks, s.ackTimeout, cmp.Or(node, "the master"))
+	}
+	return nil
 }
 
 // Ping implements Store with a PING (on a Cluster, of the node the client
@@ -324,7 +453,19 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 	start := time.Now()
 	err := s.client.Ping(ctx).Err()
 	s.observe("ping", start, err)
+	s.reloadSlots(ctx, err)
 	return err
+}
+
+// reloadSlots has a Cluster client reload its slot map (in the background)
+// after a failure Redis did not answer with a redirect: the Cluster client
+// reloads it by itself only on MOVED, READONLY, or once a minute, so without
+// this it keeps sending a dead master's slots to the dead master for up to a
+// minute after its replica took them over.
+func (s *RedisStore) reloadSlots(ctx context.Context, err error) {
+	if s.cluster && err != nil && IsRetryable(err) {
+		s.client.(*redis.ClusterClient).ReloadState(ctx)
+	}
 }
 
 func (s *RedisStore) observe(op string, start time.Time, err error) {

@@ -531,9 +531,10 @@ func TestRedisStoreCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want [][]string
-	for call := range slices.Chunk(writes, f.store.perCall) {
+	for _, call := range f.store.calls(writes, all(len(writes))) {
 		var keys, argv []string
-		for _, w := range call {
+		for _, i := range call {
+			w := writes[i]
 			keys = append(keys, f.keys.State(w.Aggregate))
 			for _, id := range w.Marks {
 				keys = append(keys, f.keys.Seen(w.Aggregate, id))
@@ -590,7 +591,7 @@ func TestRedisStoreAllocations(t *testing.T) {
 			t.Fatalf("Commit = %v, %v", out[n-1], err)
 		}
 	}) - 2*n // the marks' IDs made above
-	calls := (n + f.store.perCall - 1) / f.store.perCall
+	calls := len(f.store.calls(writes, all(n)))
 	if want := float64(50 + 3*calls); commit > want {
 		t.Errorf("Commit of %d writes with %d marks in %d calls: %.0f allocations, want at most %.0f", n, 2*n, calls, commit, want)
 	}
@@ -606,4 +607,13 @@ func TestRedisStoreAllocations(t *testing.T) {
 	if want := float64(50 + 3*reads); fetch > want {
 		t.Errorf("Fetch of %d absent marks in %d reads: %.0f allocations, want at most %.0f", len(marks), reads, fetch, want)
 	}
+}
+
+// all returns the indexes 0..n-1.
+func all(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
 }

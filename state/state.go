@@ -133,7 +133,8 @@ func allMarked(ids []string, marked func(string) bool) bool {
 // IsRetryable reports whether err is worth retrying with backoff: the
 // store is unreachable, loading, failing over or busy (network errors,
 // timeouts, connection refused or reset, LOADING, CLUSTERDOWN, TRYAGAIN,
-// MASTERDOWN, READONLY, BUSY, OOM, max clients, a pool timeout). It is false
+// MASTERDOWN, READONLY, BUSY, OOM, max clients, a pool timeout, MOVED or
+// ASK while slots move, ErrReplicas). It is false
 // for a canceled context, a closed client, ErrCorrupt, authentication and
 // permission errors and script errors, which need a person or a shutdown.
 func IsRetryable(err error) bool {
@@ -150,6 +151,7 @@ func IsRetryable(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, redis.ErrPoolTimeout),
 		errors.Is(err, redis.ErrPoolExhausted),
+		errors.Is(err, ErrReplicas),
 		errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE),
@@ -161,6 +163,8 @@ func IsRetryable(err error) bool {
 		redis.IsMaxClientsError(err),
 		redis.IsOOMError(err),
 		redis.HasErrorPrefix(err, "BUSY"),
+		redis.HasErrorPrefix(err, "MOVED"),
+		redis.HasErrorPrefix(err, "ASK"),
 		redis.HasErrorPrefix(err, "NOSCRIPT"):
 		return true
 	}

@@ -45,6 +45,10 @@ type env struct {
 	group  string
 	prefix string
 	parts  int
+
+	// topo is the Redis deployment of newTopoEnv (redis is nil then, but
+	// for the single topology).
+	topo *testenv.RedisTopology
 }
 
 func newEnv(t testing.TB, partitions int, kopts ...testenv.KafkaOption) *env {

@@ -72,6 +72,12 @@ type Options struct {
 	// DedupeTTL is how long an applied event's dedupe mark lives in the
 	// default store.
 	DedupeTTL time.Duration
+	// MinReplicasAcked replicas must acknowledge each commit of the
+	// default store (Redis WAIT on every master written to, within
+	// ReplicaAckTimeout) before the batch's offsets are marked; fewer is a
+	// transient failure, retried. 0 does not wait.
+	MinReplicasAcked  int
+	ReplicaAckTimeout time.Duration
 	// RecentSize is the number of recently applied event IDs remembered
 	// per partition in front of the store; 0 disables the front.
 	RecentSize int
@@ -171,6 +177,9 @@ func (o *Options) validate() error {
 			errs = append(errs, fmt.Errorf("worker: KeyPrefix %q: %w", o.KeyPrefix, err))
 		}
 		check(o.DedupeTTL > 0, "DedupeTTL must be positive, got %v", o.DedupeTTL)
+		check(o.MinReplicasAcked >= 0, "MinReplicasAcked must be >= 0, got %d", o.MinReplicasAcked)
+		check(o.MinReplicasAcked == 0 || o.ReplicaAckTimeout > 0,
+			"ReplicaAckTimeout must be positive with MinReplicasAcked %d, got %v", o.MinReplicasAcked, o.ReplicaAckTimeout)
 	}
 	if err := o.Processors.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("worker: processors: %w", err))

@@ -90,14 +90,31 @@ func TestDrainCommitsEverything(t *testing.T) {
 }
 
 // TestRedisOutage stops Redis (with AOF) for a while mid-stream: the worker
-// reports not ready, waits, and resumes with exactly the right result.
+// reports not ready, waits, and resumes with exactly the right result. It
+// runs on every Redis topology (testenv.Topologies): every node of a
+// Cluster or of Sentinel's master and replica is stopped, then restarted.
 func TestRedisOutage(t *testing.T) {
-	e := newEnvWith(t, 4, nil, []testenv.RedisOption{testenv.WithAOF()})
-	if !e.redis.CanRestart() {
+	eachTopology(t, testRedisOutage)
+}
+
+func testRedisOutage(t *testing.T, topo testenv.Topology) {
+	if topo != testenv.Single && testing.Short() {
+		t.Skip("replicated topology; skipped with -short")
+	}
+	e := newTopoEnvWith(t, 4, topo, []testenv.RedisOption{testenv.WithAOF()}, nil)
+	if !e.topo.CanRestart() {
 		t.Skip("external Redis cannot be restarted")
 	}
-	wait := e.produceInBackground(workload(8000, 3), 1000)
+	events := topoEvents(topo, 8000)
+	down := 10 * time.Second
+	if topo != testenv.Single && !topoChaos() {
+		down = 3 * time.Second
+	}
+	wait := e.produceInBackground(workload(events, 3), 1000)
 	opts := e.options(nil)
+	if e.redis == nil {
+		opts = e.topoOptions(0)
+	}
 	r := e.start(opts)
 	srv := httptest.NewServer(app.Handler(r.reg, r.w.Ready))
 	defer srv.Close()
@@ -105,21 +122,23 @@ func TestRedisOutage(t *testing.T) {
 		return metric(r.reg, "streamworker_events_processed_total") > 500
 	}, "worker made no progress")
 
-	e.redis.Stop()
+	e.topo.Stop()
 	stoppedAt := time.Now()
 	testenv.Eventually(t, 10*time.Second, func() bool { return readyz(srv.URL) == http.StatusServiceUnavailable },
 		"/readyz still ready with Redis down")
 	stalled := metric(r.reg, "streamworker_events_processed_total")
-	// Keep Redis down for 10s; the worker must keep retrying meanwhile.
-	testenv.Eventually(t, 20*time.Second, func() bool {
-		return time.Since(stoppedAt) >= 10*time.Second && metric(r.reg, "streamworker_redis_errors_total") > 0
+	// Keep Redis down for a while; the worker must keep retrying meanwhile.
+	testenv.Eventually(t, down+10*time.Second, func() bool {
+		return time.Since(stoppedAt) >= down && metric(r.reg, "streamworker_redis_errors_total") > 0
 	}, "no Redis error observed while it was down")
 	if got := metric(r.reg, "streamworker_events_processed_total"); got != stalled {
 		t.Fatalf("processed moved from %v to %v while Redis was down: state was not persisted", stalled, got)
 	}
-	e.redis.Start()
+	startedAt := time.Now()
+	e.topo.Start()
 
 	testenv.Eventually(t, 30*time.Second, func() bool { return readyz(srv.URL) == http.StatusOK }, "/readyz not ready after Redis came back")
+	recovery := []time.Duration{time.Since(startedAt)}
 	oracle := wait()
 	e.waitDrained(60 * time.Second)
 	if err := r.stop(t); err != nil {
@@ -128,7 +147,7 @@ func TestRedisOutage(t *testing.T) {
 	if metric(r.reg, "streamworker_events_processed_total") <= stalled {
 		t.Fatal("no progress after Redis came back")
 	}
-	e.verify(oracle, opts.Processors)
+	e.report(topo, fmt.Sprintf("all data nodes down %v", down), events, oracle, recovery)
 }
 
 func readyz(base string) int {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/streamworker/streamworker/internal/testenv"
 	"github.com/streamworker/streamworker/loadgen"
-	"github.com/streamworker/streamworker/processors"
 )
 
 // proc is a worker running as a separate `streamworker run` process.
@@ -50,14 +49,13 @@ func (e *env) spawnWith(name string, extra ...string) *proc {
 		"SW_TOPICS_ANOMALIES="+e.names.Anomalies,
 		"SW_TOPICS_DLQ="+e.names.DLQ,
 		"SW_TOPICS_GAPS="+e.names.Gaps,
-		"SW_REDIS_ADDR="+e.redis.Addr(),
 		"SW_REDIS_KEY_PREFIX="+e.prefix,
 		"SW_HTTP_ADDR=127.0.0.1:0",
 		"SW_LOG_LEVEL=info",
 		"SW_SHUTDOWN_TIMEOUT=15s",
 		"SW_RETRY_MAX_BACKOFF=500ms",
 	)
-	cmd.Env = append(cmd.Env, extra...)
+	cmd.Env = append(append(cmd.Env, e.redisEnv()...), extra...)
 	p := &proc{cmd: cmd, out: &testenv.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = cmd.Stdout
@@ -145,25 +143,41 @@ func (e *env) waitCommitted(n int64) {
 // TestCrashRecovery kills the worker process with SIGKILL at several moments
 // mid-stream and restarts it each time: the final state and the set of
 // output IDs equal those of a clean run, and no event is applied twice.
+// It runs on every Redis topology (testenv.Topologies).
 func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("separate processes; skipped with -short")
 	}
-	e := newEnv(t, 4, fastGroups)
-	const events = 16_000
-	wait := e.produceInBackground(workload(events, 4), 1000)
-	p := e.spawn("crash-0")
-	for i, frac := range []float64{0.15, 0.35, 0.55, 0.75} {
-		// Kill only a member that owns partitions and has made progress.
-		p.waitLog(t, "partitions assigned")
-		e.waitCommitted(int64(frac * events))
-		p.signal(syscall.SIGKILL)
-		p = e.spawn(fmt.Sprintf("crash-%d", i+1))
-	}
-	oracle := wait()
-	e.waitDrained(90 * time.Second)
-	p.signal(syscall.SIGTERM)
-	e.verify(oracle, processors.DefaultConfig())
+	eachTopology(t, func(t *testing.T, topo testenv.Topology) {
+		e := newTopoEnv(t, 4, topo, fastGroups)
+		events := topoEvents(topo, 16_000)
+		wait := e.produceInBackground(workload(events, 4), 1000)
+		p := e.spawn("crash-0")
+		var recovery []time.Duration
+		for i, frac := range []float64{0.15, 0.35, 0.55, 0.75} {
+			// Kill only a member that owns partitions and has made progress.
+			p.waitLog(t, "partitions assigned")
+			e.waitCommitted(int64(frac * float64(events)))
+			p.signal(syscall.SIGKILL)
+			killed, at := e.committedTotal(), time.Now()
+			p = e.spawn(fmt.Sprintf("crash-%d", i+1))
+			if i == 3 {
+				break // the last restart's recovery is the drain below
+			}
+			p.waitLog(t, "partitions assigned")
+			testenv.Eventually(t, 60*time.Second, func() bool {
+				n := e.committedTotal()
+				return n > killed || n >= int64(events)
+			}, "no commit after restart %d", i+1)
+			if killed < int64(events) {
+				recovery = append(recovery, time.Since(at))
+			}
+		}
+		oracle := wait()
+		e.waitDrained(90 * time.Second)
+		p.signal(syscall.SIGTERM)
+		e.report(topo, "worker SIGKILL x4", events, oracle, recovery)
+	})
 }
 
 // fastGroups lets test workers use a 3s session timeout, so a killed member
@@ -172,27 +186,33 @@ var fastGroups = testenv.WithKfakeOpts(kfake.GroupMinSessionTimeout(time.Second)
 
 // TestRebalance has a second and a third worker join mid-stream and leave
 // again, one by SIGTERM and one by SIGKILL, while the first keeps running.
+//
+// It runs on every Redis topology (testenv.Topologies).
 func TestRebalance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("separate processes; skipped with -short")
 	}
-	e := newEnv(t, 6, fastGroups)
-	const events = 16_000
+	eachTopology(t, testRebalance)
+}
+
+func testRebalance(t *testing.T, topo testenv.Topology) {
+	e := newTopoEnv(t, 6, topo, fastGroups)
+	events := topoEvents(topo, 16_000)
 	wait := e.produceInBackground(workload(events, 5), 1000)
 	a := e.spawn("a")
 	a.waitLog(t, "partitions assigned")
-	e.waitCommitted(events * 15 / 100)
+	e.waitCommitted(int64(events * 15 / 100))
 	b := e.spawn("b")
 	b.waitLog(t, "partitions assigned")
-	e.waitCommitted(events * 35 / 100)
+	e.waitCommitted(int64(events * 35 / 100))
 	c := e.spawn("c")
 	c.waitLog(t, "partitions assigned")
-	e.waitCommitted(events * 55 / 100)
+	e.waitCommitted(int64(events * 55 / 100))
 	b.signal(syscall.SIGTERM)
 	if b.err != nil {
 		t.Errorf("worker b did not drain cleanly: %v", b.err)
 	}
-	e.waitCommitted(events * 70 / 100)
+	e.waitCommitted(int64(events * 70 / 100))
 	c.signal(syscall.SIGKILL)
 	oracle := wait()
 	e.waitDrained(90 * time.Second)
@@ -203,5 +223,5 @@ func TestRebalance(t *testing.T) {
 	if n := strings.Count(a.output(), "partitions revoked"); n < 2 {
 		t.Errorf("worker a saw %d revocations; want the cooperative rebalances as b and c joined, and the final drain", n)
 	}
-	e.verify(oracle, processors.DefaultConfig())
+	e.report(topo, "workers join, SIGTERM, SIGKILL", events, oracle, nil)
 }

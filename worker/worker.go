@@ -96,7 +96,8 @@ func New(opts Options) (*Worker, error) {
 	}
 	w.abort, w.abortCancel = context.WithCancel(context.Background())
 	if w.store == nil {
-		w.store = state.NewRedisStore(opts.Redis, dedupe.Keys{Prefix: opts.KeyPrefix}, opts.DedupeTTL, state.WithObserver(w.m))
+		w.store = state.NewRedisStore(opts.Redis, dedupe.Keys{Prefix: opts.KeyPrefix}, opts.DedupeTTL,
+			state.WithObserver(w.m), state.WithReplicaAcks(opts.MinReplicasAcked, opts.ReplicaAckTimeout))
 	}
 
 	start := kgo.NewOffset().AtStart()

@@ -67,6 +67,8 @@ func WorkerOptions(c config.Config) (worker.Options, error) {
 		RebalanceTimeout:       c.Kafka.RebalanceTimeout,
 		KeyPrefix:              c.Redis.KeyPrefix,
 		DedupeTTL:              c.Dedupe.TTL,
+		MinReplicasAcked:       c.Redis.MinReplicasAcked,
+		ReplicaAckTimeout:      c.Redis.ReplicaAckTimeout,
 		RecentSize:             c.Dedupe.RecentSize,
 		CacheSize:              c.State.CacheSize,
 		Sequencing: sequencing.Config{
