@@ -1,0 +1,262 @@
+package worker_test
+
+// Network and broker faults: every guarantee (final state per user and the
+// set of output IDs equal to a clean run, no event applied twice, nothing
+// lost) holds through latency, a bandwidth cap, connections reset in the
+// middle of a Redis pipeline or a produce, an ambiguous Redis commit, a
+// blackhole of Kafka or Redis, and broker errors. Each test is seeded; the
+// long forms (`make chaos`, SW_CHAOS=1) run the same code for longer.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/internal/app"
+	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/loadgen"
+	"github.com/streamworker/streamworker/processors"
+	"github.com/streamworker/streamworker/worker"
+)
+
+// chaos reports whether the long forms run (`make chaos`).
+func chaos() bool { return os.Getenv("SW_CHAOS") != "" }
+
+// chaosSeed is SW_CHAOS_SEED, or def.
+func chaosSeed(t testing.TB, def uint64) uint64 {
+	if s := os.Getenv("SW_CHAOS_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("SW_CHAOS_SEED=%q: %v", s, err)
+		}
+		return n
+	}
+	return def
+}
+
+// short returns s in `make test` and long under `make chaos`.
+func short[T any](s, long T) T {
+	if chaos() {
+		return long
+	}
+	return s
+}
+
+// proxiedRedis returns a Redis client configured as the worker's own
+// (config defaults: redis.timeout 3s) that reaches e's Redis through a
+// fault proxy.
+func (e *env) proxiedRedis(seed uint64) (*testenv.Proxy, redis.UniversalClient) {
+	e.t.Helper()
+	px := testenv.NewProxy(e.t, e.redis.Addr(), seed)
+	c := config.Default().Redis
+	c.Addrs = []string{px.Addr()}
+	cl, err := app.RedisClient(c)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = cl.Close() })
+	return px, cl
+}
+
+// outcome is what a fault run ends with, beyond verify's equality: the
+// counts that go in RELIABILITY.md.
+type outcome struct {
+	lost, twice int64 // events, summed over users
+	dupOutputs  int   // milestone and anomaly records beyond one per ID
+}
+
+// tally compares every user's applied event count with the clean run's
+// and counts the extra copies of output IDs.
+func (e *env) tally(o *loadgen.Oracle, pc processors.Config) outcome {
+	e.t.Helper()
+	var out outcome
+	for u, x := range expect(e.t, o, pc) {
+		var want processors.State
+		if err := want.UnmarshalBinary(x.state); err != nil {
+			e.t.Fatal(err)
+		}
+		got := e.decoded(u).TotalActivity
+		if d := got - want.TotalActivity; d > 0 {
+			out.twice += d
+		} else {
+			out.lost -= d
+		}
+	}
+	for _, topic := range []string{e.names.Milestones, e.names.Anomalies} {
+		ids := map[string]bool{}
+		recs := e.outputs(topic)
+		for _, r := range recs {
+			ids[r.env.ID] = true
+		}
+		out.dupOutputs += len(recs) - len(ids)
+	}
+	return out
+}
+
+// report logs one line for RELIABILITY.md and fails on a loss or a double
+// application (verify has checked equality already).
+func (e *env) report(fault, topology string, o *loadgen.Oracle, recovered []time.Duration) {
+	e.t.Helper()
+	res := e.tally(o, processors.DefaultConfig())
+	if res.lost != 0 || res.twice != 0 {
+		e.t.Errorf("%d events lost, %d applied twice", res.lost, res.twice)
+	}
+	med, mx := durations(recovered)
+	e.t.Logf("RESULT fault=%q topology=%q lost=%d twice=%d dup_outputs=%d recover_median=%v recover_max=%v runs=%d",
+		fault, topology, res.lost, res.twice, res.dupOutputs, med, mx, len(recovered))
+}
+
+func durations(ds []time.Duration) (median, maximum time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond)
+}
+
+// isCommit matches the RESP of the state commit script (EVALSHA): a
+// pipeline of one or more commits.
+func isCommit(chunk []byte) bool { return bytes.Contains(bytes.ToLower(chunk), []byte("evalsha")) }
+
+// TestNetworkFaults: latency with jitter and a bandwidth cap on Kafka and
+// Redis throughout, connections reset in the middle of produce requests
+// and in the middle of Redis commit pipelines, and every open connection
+// reset at once: the run equals a clean one.
+func TestNetworkFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection; skipped with -short")
+	}
+	seed := chaosSeed(t, 11)
+	kpx := testenv.NewProxySet(t, seed)
+	e := newEnvWith(t, 4, []testenv.KafkaOption{testenv.WithFaultProxies(kpx)}, nil)
+	rpx, rcl := e.proxiedRedis(seed + 100)
+	kpx.Each(func(p *testenv.Proxy) { p.SetLatency(2*time.Millisecond, 6*time.Millisecond); p.SetBandwidth(4 << 20) })
+	rpx.SetLatency(time.Millisecond, 3*time.Millisecond)
+	rpx.SetBandwidth(2 << 20)
+
+	events := short(6000, 40_000)
+	oracle := e.produce(workload(events, int64(seed)))
+	opts := e.options(nil)
+	opts.Redis = rcl
+	r := e.start(opts)
+
+	// Faults while the worker runs: each armed once progress is seen.
+	kp := kpx.All()[0]
+	produceResets := kp.ResetOn(testenv.ResetMidRequest, short(3, 10), testenv.IsKafkaRequest(0))
+	e.waitCommitted(int64(events / 5))
+	redisResets := rpx.ResetOn(testenv.ResetMidRequest, short(3, 10), isCommit)
+	e.waitCommitted(int64(events * 2 / 5))
+	kp.ResetAll()
+	rpx.ResetAll()
+	e.waitDrained(short(90*time.Second, 5*time.Minute))
+	if produceResets() == 0 || redisResets() == 0 {
+		t.Fatalf("faults not injected: %d produce and %d Redis commit resets", produceResets(), redisResets())
+	}
+	t.Logf("%d produce requests and %d Redis commit pipelines reset mid-request", produceResets(), redisResets())
+	testenv.Eventually(t, 20*time.Second, r.w.Ready, "worker not ready after the faults")
+	e.verify(oracle, opts.Processors)
+	e.report("latency+jitter, bandwidth cap, resets mid-produce and mid-pipeline", "kfake 1 broker, Redis standalone", oracle, nil)
+}
+
+// TestAmbiguousRedisCommit: a state commit reaches Redis and is applied,
+// and its reply is lost (the connection is reset after the request is
+// forwarded, before the reply). The retry meets the version fence (or the
+// dedupe marks), the partition reloads from Redis, and nothing is applied
+// twice.
+func TestAmbiguousRedisCommit(t *testing.T) {
+	e := newEnv(t, 1)
+	rpx, rcl := e.proxiedRedis(chaosSeed(t, 12))
+	opts := e.options(nil)
+	opts.Redis = rcl
+	r := e.start(opts)
+	testenv.Eventually(t, 10*time.Second, r.w.Ready, "worker never ready")
+	lost := rpx.ResetOn(testenv.ResetBeforeReply, 1, isCommit)
+	e.send(activity("m1", "u-m", 1, 1), activity("m2", "u-m", 2, 2), activity("n1", "u-n", 1, 3))
+	e.waitDrained(30 * time.Second)
+	if lost() != 1 {
+		t.Fatalf("%d commit replies lost, want 1", lost())
+	}
+	e.wantApplied(r, map[string]int64{"u-m": 2, "u-n": 1})
+	if got := metric(r.reg, "streamworker_state_conflicts_total"); got == 0 {
+		t.Error("no state conflict counted: the retried commit was not fenced (was it applied twice?)")
+	}
+	e.send(activity("m3", "u-m", 3, 4))
+	e.waitDrained(30 * time.Second)
+	e.wantApplied(r, map[string]int64{"u-m": 3, "u-n": 1})
+}
+
+// blackhole runs one blackhole of the proxies of target while a stream is
+// produced, and checks the worker goes not ready within bound, reports a
+// stuck partition, and recovers by itself after the heal.
+func TestKafkaBlackhole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection; skipped with -short")
+	}
+	seed := chaosSeed(t, 13)
+	kpx := testenv.NewProxySet(t, seed)
+	e := newEnvWith(t, 4, []testenv.KafkaOption{testenv.WithFaultProxies(kpx), fastGroups}, nil)
+	blackholeRun(t, e, "Kafka", func(on bool) { kpx.Each(func(p *testenv.Proxy) { p.Blackhole(on) }) }, e.options(nil))
+}
+
+// TestRedisBlackhole is TestKafkaBlackhole with Redis blackholed.
+func TestRedisBlackhole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection; skipped with -short")
+	}
+	e := newEnv(t, 4, fastGroups)
+	rpx, rcl := e.proxiedRedis(chaosSeed(t, 14))
+	opts := e.options(nil)
+	opts.Redis = rcl
+	blackholeRun(t, e, "Redis", rpx.Blackhole, opts)
+}
+
+func blackholeRun(t *testing.T, e *env, what string, blackhole func(bool), opts worker.Options) {
+	hole := short(8*time.Second, 30*time.Second)
+	events := short(8000, 30_000)
+	rate := float64(events) / (hole.Seconds() + 6)
+	r := e.start(opts)
+	testenv.Eventually(t, 20*time.Second, r.w.Ready, "worker never ready")
+	wait := e.produceInBackground(workload(events, 15), rate)
+	e.waitCommitted(int64(events / 8))
+
+	bound := worker.StallBound(opts)
+	start := time.Now()
+	blackhole(true)
+	// Not ready within the bound: the configured stall bound, plus the
+	// slack of one lag interval for the gauges.
+	testenv.Eventually(t, bound+opts.LagInterval+2*time.Second, func() bool { return !r.w.Ready() },
+		"%s blackholed: the worker stayed ready for longer than %v", what, bound)
+	notReady := time.Since(start)
+	testenv.Eventually(t, bound, func() bool { return metric(r.reg, "streamworker_partition_stuck_seconds") > 0 },
+		"%s blackholed: no partition reported stuck", what)
+	if rest := hole - time.Since(start); rest > 0 {
+		// The blackhole lasts its whole length whatever the worker does;
+		// this is the fault's duration, not a wait for async work.
+		time.Sleep(rest)
+	}
+	blackhole(false)
+	healed := time.Now()
+	before := e.committedTotal()
+	testenv.Eventually(t, 2*time.Minute, func() bool { return r.w.Ready() && e.committedTotal() > before },
+		"the worker did not recover by itself after the %s heal", what)
+	recovered := time.Since(healed)
+	t.Logf("%s blackhole %v: not ready after %v (bound %v), ready and committing again %v after the heal",
+		what, hole, notReady.Round(time.Millisecond), bound, recovered.Round(time.Millisecond))
+	oracle := wait()
+	e.waitDrained(2 * time.Minute)
+	testenv.Eventually(t, 10*time.Second, func() bool { return metric(r.reg, "streamworker_partition_stuck_seconds") == 0 },
+		"stuck time not reset after the heal")
+	e.verify(oracle, opts.Processors)
+	e.report(fmt.Sprintf("%s blackhole %v", what, hole), "kfake 1 broker, Redis standalone", oracle, []time.Duration{recovered})
+}
+
+var _ = context.Background
