@@ -152,10 +152,12 @@ func (p *partition) fault(on bool, op string, err error) {
 	}
 }
 
-// stuckFor returns how long the partition has been retrying, 0 if it is not.
+// stuckFor returns how long the partition has been retrying, or waiting on
+// Kafka beyond StallBound (see stall.go), 0 if it is neither.
 func (p *partition) stuckFor(now time.Time) time.Duration {
+	d := max(p.callStall(now), p.w.kafkaStall(now))
 	if since := p.faultSince.Load(); since != 0 {
-		return max(now.Sub(time.Unix(0, since)), 0)
+		d = max(d, now.Sub(time.Unix(0, since)))
 	}
-	return 0
+	return d
 }

@@ -145,16 +145,16 @@ func TestNetworkFaults(t *testing.T) {
 
 	events := short(6000, 40_000)
 	oracle := e.produce(workload(events, int64(seed)))
+
+	// Resets of the worker's first produce requests and commit pipelines,
+	// then of every connection once progress is seen.
+	kp := kpx.All()[0]
+	produceResets := kp.ResetOn(testenv.ResetMidRequest, short(3, 10), testenv.IsKafkaRequest(0))
+	redisResets := rpx.ResetOn(testenv.ResetMidRequest, short(3, 10), isCommit)
 	opts := e.options(nil)
 	opts.Redis = rcl
 	r := e.start(opts)
-
-	// Faults while the worker runs: each armed once progress is seen.
-	kp := kpx.All()[0]
-	produceResets := kp.ResetOn(testenv.ResetMidRequest, short(3, 10), testenv.IsKafkaRequest(0))
 	e.waitCommitted(int64(events / 5))
-	redisResets := rpx.ResetOn(testenv.ResetMidRequest, short(3, 10), isCommit)
-	e.waitCommitted(int64(events * 2 / 5))
 	kp.ResetAll()
 	rpx.ResetAll()
 	e.waitDrained(short(90*time.Second, 5*time.Minute))
@@ -179,19 +179,54 @@ func TestAmbiguousRedisCommit(t *testing.T) {
 	opts.Redis = rcl
 	r := e.start(opts)
 	testenv.Eventually(t, 10*time.Second, r.w.Ready, "worker never ready")
+	commits := rpx.Watch(isCommit)
+
+	// One reply lost: go-redis sends the pipeline again on a new
+	// connection (redis.max_retries), and the script finds its own write.
 	lost := rpx.ResetOn(testenv.ResetBeforeReply, 1, isCommit)
 	e.send(activity("m1", "u-m", 1, 1), activity("m2", "u-m", 2, 2), activity("n1", "u-n", 1, 3))
 	e.waitDrained(30 * time.Second)
 	if lost() != 1 {
 		t.Fatalf("%d commit replies lost, want 1", lost())
 	}
+	wantResent(t, commits(), 1)
 	e.wantApplied(r, map[string]int64{"u-m": 2, "u-n": 1})
-	if got := metric(r.reg, "streamworker_state_conflicts_total"); got == 0 {
-		t.Error("no state conflict counted: the retried commit was not fenced (was it applied twice?)")
-	}
-	e.send(activity("m3", "u-m", 3, 4))
+
+	// Four replies lost: go-redis gives up (1 + 3 retries), the worker's
+	// own retry sends the same writes, fenced by the same expected
+	// versions.
+	before := len(commits())
+	lost = rpx.ResetOn(testenv.ResetBeforeReply, 4, isCommit)
+	e.send(activity("m3", "u-m", 3, 4), activity("n2", "u-n", 2, 5))
 	e.waitDrained(30 * time.Second)
-	e.wantApplied(r, map[string]int64{"u-m": 3, "u-n": 1})
+	if lost() != 4 {
+		t.Fatalf("%d commit replies lost, want 4", lost())
+	}
+	if got := metric(r.reg, "streamworker_redis_errors_total", "op", "commit"); got == 0 {
+		t.Error("no failed commit round trip counted: the worker's own retry did not run")
+	}
+	wantResent(t, commits()[before:], 4)
+	e.wantApplied(r, map[string]int64{"u-m": 3, "u-n": 2})
+
+	e.send(activity("m4", "u-m", 4, 6))
+	e.waitDrained(30 * time.Second)
+	e.wantApplied(r, map[string]int64{"u-m": 4, "u-n": 2})
+}
+
+// wantResent checks that the commit pipelines seen on the wire hold n
+// resends: the first n+1 of them carry the very same request (the same
+// expected versions and marks) — the retries of a commit whose replies
+// were lost.
+func wantResent(t *testing.T, seen [][]byte, n int) {
+	t.Helper()
+	if len(seen) < n+1 {
+		t.Fatalf("%d commit pipelines on the wire, want at least %d", len(seen), n+1)
+	}
+	for i := 1; i <= n; i++ {
+		if !bytes.Equal(seen[i], seen[0]) {
+			t.Fatalf("commit pipeline %d differs from the one whose reply was lost:\n%q\n%q", i, seen[i], seen[0])
+		}
+	}
 }
 
 // blackhole runs one blackhole of the proxies of target while a stream is
@@ -224,6 +259,7 @@ func blackholeRun(t *testing.T, e *env, what string, blackhole func(bool), opts 
 	events := short(8000, 30_000)
 	rate := float64(events) / (hole.Seconds() + 6)
 	r := e.start(opts)
+	t.Cleanup(func() { blackhole(false) }) // before the worker stops, if the test fails midway
 	testenv.Eventually(t, 20*time.Second, r.w.Ready, "worker never ready")
 	wait := e.produceInBackground(workload(events, 15), rate)
 	e.waitCommitted(int64(events / 8))
@@ -236,7 +272,7 @@ func blackholeRun(t *testing.T, e *env, what string, blackhole func(bool), opts 
 	testenv.Eventually(t, bound+opts.LagInterval+2*time.Second, func() bool { return !r.w.Ready() },
 		"%s blackholed: the worker stayed ready for longer than %v", what, bound)
 	notReady := time.Since(start)
-	testenv.Eventually(t, bound, func() bool { return metric(r.reg, "streamworker_partition_stuck_seconds") > 0 },
+	testenv.Eventually(t, bound+opts.LagInterval+2*time.Second, func() bool { return metric(r.reg, "streamworker_partition_stuck_seconds") > 0 },
 		"%s blackholed: no partition reported stuck", what)
 	if rest := hole - time.Since(start); rest > 0 {
 		// The blackhole lasts its whole length whatever the worker does;

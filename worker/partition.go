@@ -62,6 +62,7 @@ type partition struct {
 	buffered   int
 	bufBytes   int64
 	faultSince atomic.Int64 // unix nanoseconds since the partition retries; 0 when it does not
+	callSince  atomic.Int64 // unix nanoseconds since the Kafka or Redis call in flight began; 0 when none
 
 	committed int64 // last committed offset; guarded by Worker.commitMu
 
@@ -313,9 +314,11 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 	if err := p.produce(); err != nil {
 		return err
 	}
+	crashPoint("produced")
 	if err := p.persist(); err != nil {
 		return err
 	}
+	crashPoint("persisted")
 	p.logReleases()
 	p.b.flush(p.w.m, p.topic)
 	if n := len(recs); n > 0 {

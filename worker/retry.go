@@ -68,7 +68,9 @@ var errProduce = errors.New("produce not acknowledged")
 // op's last error, or errStopped.
 func (p *partition) retry(name string, op func() error) error {
 	for attempt := 0; ; attempt++ {
+		p.callSince.Store(time.Now().UnixNano()) // a call that hangs is a stall (stall.go)
 		err := op()
+		p.callSince.Store(0)
 		if err == nil {
 			return nil
 		}

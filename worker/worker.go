@@ -63,11 +63,14 @@ type Worker struct {
 
 	commitMu sync.Mutex // serializes offset commits with revokes
 
-	owned      atomic.Int32 // len(parts), for readers without mu
-	storeOK    atomic.Bool
-	pingLogged time.Time    // when pingStore last logged a failure; owned by its goroutine
-	faulting   atomic.Int32 // partitions currently retrying a failed Redis or Kafka call
-	closed     atomic.Bool
+	owned         atomic.Int32 // len(parts), for readers without mu
+	storeOK       atomic.Bool
+	pingLogged    time.Time    // when pingStore last logged a failure; owned by its goroutine
+	faulting      atomic.Int32 // partitions currently retrying a failed Redis or Kafka call
+	kafkaOK       atomic.Int64 // unix nanoseconds of the last answer of a broker (stall.go)
+	commitFailing atomic.Int64 // unix nanoseconds since offset commits fail; 0 when they do not
+	stallLogged   atomic.Bool
+	closed        atomic.Bool
 }
 
 // New validates opts and creates a Worker with its Kafka client. It does not
@@ -95,6 +98,7 @@ func New(opts Options) (*Worker, error) {
 		proc:  proc,
 	}
 	w.abort, w.abortCancel = context.WithCancel(context.Background())
+	w.kafkaOK.Store(time.Now().UnixNano())
 	if w.store == nil {
 		w.store = state.NewRedisStore(opts.Redis, dedupe.Keys{Prefix: opts.KeyPrefix}, opts.DedupeTTL, state.WithObserver(w.m))
 	}
@@ -134,6 +138,7 @@ func New(opts Options) (*Worker, error) {
 		kgo.MaxBufferedRecords(1<<20),
 		kgo.ProducerBatchMaxBytes(int32(min(opts.MaxMessageBytes, math.MaxInt32))),
 		kgo.WithLogger(kgoLogger{opts.Logger}),
+		kgo.WithHooks(kafkaHealth{w}),
 	)
 	if opts.Registerer != nil {
 		kopts = append(kopts, kgo.WithHooks(kprom.NewMetrics(Namespace, kprom.Subsystem("kafka"), kprom.Registerer(opts.Registerer),
@@ -149,13 +154,15 @@ func New(opts Options) (*Worker, error) {
 }
 
 // Ready reports whether the worker has joined its group, the store answers,
-// and no partition is stuck retrying a failed call. It backs /readyz.
+// no partition is stuck retrying a failed call, and no call to Kafka has
+// hung, Kafka been silent or offset commits failed for longer than
+// StallBound. It backs /readyz.
 func (w *Worker) Ready() bool {
 	if w.closed.Load() {
 		return false
 	}
 	_, gen := w.cl.GroupMetadata()
-	return gen > 0 && w.storeOK.Load() && w.faulting.Load() == 0
+	return gen > 0 && w.storeOK.Load() && w.faulting.Load() == 0 && !w.stalled()
 }
 
 // Run first refuses to start, with an error naming the topic, when an

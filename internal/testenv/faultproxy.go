@@ -47,6 +47,7 @@ type Proxy struct {
 	bandwidth int // bytes per second per direction; 0: unlimited
 	blackhole bool
 	rules     []*resetRule
+	watches   []*watch
 	conns     map[*proxyConn]struct{}
 	closed    bool
 	accepted  int
@@ -59,6 +60,11 @@ type resetRule struct {
 	match func(chunk []byte) bool
 	left  int // resets still to do
 	done  int
+}
+
+type watch struct {
+	match  func(chunk []byte) bool
+	chunks [][]byte
 }
 
 type proxyConn struct {
@@ -158,6 +164,21 @@ func (p *Proxy) ResetOn(mode ResetMode, n int, match func(chunk []byte) bool) (d
 	}
 }
 
+// Watch records a copy of every client chunk that matches from now on, and
+// returns a function that returns them in the order they were forwarded
+// (or reset).
+func (p *Proxy) Watch(match func(chunk []byte) bool) (seen func() [][]byte) {
+	w := &watch{match: match}
+	p.mu.Lock()
+	p.watches = append(p.watches, w)
+	p.mu.Unlock()
+	return func() [][]byte {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return append([][]byte(nil), w.chunks...)
+	}
+}
+
 // Close stops the proxy and closes every connection.
 func (p *Proxy) Close() {
 	p.mu.Lock()
@@ -240,6 +261,11 @@ func (p *Proxy) forward(c *proxyConn, to net.Conn, chunk []byte, up bool) bool {
 	}
 	var rule *resetRule
 	if up {
+		for _, w := range p.watches {
+			if w.match(chunk) {
+				w.chunks = append(w.chunks, append([]byte(nil), chunk...))
+			}
+		}
 		for _, r := range p.rules {
 			if r.left > 0 && r.match(chunk) {
 				r.left--
