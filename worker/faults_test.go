@@ -70,7 +70,7 @@ func (e *env) proxiedRedis(seed uint64) (*testenv.Proxy, redis.UniversalClient) 
 // counts that go in RELIABILITY.md.
 type outcome struct {
 	lost, twice int64 // events, summed over users
-	dupOutputs  int   // milestone and anomaly records beyond one per ID
+	dupOutputs  int   // aggregate, milestone and anomaly records beyond one per ID
 }
 
 // tally compares every user's applied event count with the clean run's
@@ -90,7 +90,7 @@ func (e *env) tally(o *loadgen.Oracle, pc processors.Config) outcome {
 			out.lost -= d
 		}
 	}
-	for _, topic := range []string{e.names.Milestones, e.names.Anomalies} {
+	for _, topic := range []string{e.names.Aggregates, e.names.Milestones, e.names.Anomalies} {
 		ids := map[string]bool{}
 		recs := e.outputs(topic)
 		for _, r := range recs {
