@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ type brokerFaults struct {
 }
 
 // injectBrokerFaults makes c answer, while the faults are on, a fraction
-// rate of produce and fetch requests (groupRate of group requests) with NOT_LEADER_FOR_PARTITION or
+// rate of produce and fetch requests (groupRate of offset commits and group requests) with NOT_LEADER_FOR_PARTITION or
 // REQUEST_TIMED_OUT, of offset commits with NOT_COORDINATOR or
 // REQUEST_TIMED_OUT, and of join, sync and heartbeat requests with
 // NOT_COORDINATOR; none of them is handled by the broker.
@@ -37,7 +38,7 @@ func injectBrokerFaults(c *kfake.Cluster, seed uint64, rate, groupRate float64) 
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			r := rate
-			if key == kmsg.JoinGroup || key == kmsg.SyncGroup || key == kmsg.Heartbeat {
+			if key == kmsg.OffsetCommit || key == kmsg.JoinGroup || key == kmsg.SyncGroup || key == kmsg.Heartbeat {
 				r = groupRate
 			}
 			if !f.on || f.rng.Float64() >= r {
@@ -49,44 +50,13 @@ func injectBrokerFaults(c *kfake.Cluster, seed uint64, rate, groupRate float64) 
 			switch req := req.(type) {
 			case *kmsg.ProduceRequest:
 				e = leader[f.rng.IntN(2)]
-				r := resp.(*kmsg.ProduceResponse)
-				for _, t := range req.Topics {
-					rt := kmsg.NewProduceResponseTopic()
-					rt.Topic, rt.TopicID = t.Topic, t.TopicID
-					for _, p := range t.Partitions {
-						rp := kmsg.NewProduceResponseTopicPartition()
-						rp.Partition, rp.ErrorCode = p.Partition, e.Code
-						rt.Partitions = append(rt.Partitions, rp)
-					}
-					r.Topics = append(r.Topics, rt)
-				}
+				mirror(req.Topics, &resp.(*kmsg.ProduceResponse).Topics, e.Code)
 			case *kmsg.FetchRequest:
 				e = leader[f.rng.IntN(2)]
-				r := resp.(*kmsg.FetchResponse)
-				for _, t := range req.Topics {
-					rt := kmsg.NewFetchResponseTopic()
-					rt.Topic, rt.TopicID = t.Topic, t.TopicID
-					for _, p := range t.Partitions {
-						rp := kmsg.NewFetchResponseTopicPartition()
-						rp.Partition, rp.ErrorCode = p.Partition, e.Code
-						rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = -1, -1, -1
-						rt.Partitions = append(rt.Partitions, rp)
-					}
-					r.Topics = append(r.Topics, rt)
-				}
+				mirror(req.Topics, &resp.(*kmsg.FetchResponse).Topics, e.Code)
 			case *kmsg.OffsetCommitRequest:
 				e = coord[f.rng.IntN(2)]
-				r := resp.(*kmsg.OffsetCommitResponse)
-				for _, t := range req.Topics {
-					rt := kmsg.NewOffsetCommitResponseTopic()
-					rt.Topic = t.Topic
-					for _, p := range t.Partitions {
-						rp := kmsg.NewOffsetCommitResponseTopicPartition()
-						rp.Partition, rp.ErrorCode = p.Partition, e.Code
-						rt.Partitions = append(rt.Partitions, rp)
-					}
-					r.Topics = append(r.Topics, rt)
-				}
+				mirror(req.Topics, &resp.(*kmsg.OffsetCommitResponse).Topics, e.Code)
 			case *kmsg.JoinGroupRequest:
 				e = kerr.NotCoordinator
 				resp.(*kmsg.JoinGroupResponse).ErrorCode = e.Code
@@ -102,6 +72,40 @@ func injectBrokerFaults(c *kfake.Cluster, seed uint64, rate, groupRate float64) 
 		})
 	}
 	return f
+}
+
+// mirror fills the topics of a response (a pointer to its Topics) with the
+// topics and partitions of the request's, every partition failing with
+// code. Request and response topics share the field names Topic, TopicID,
+// Partitions and Partition; the other fields keep kmsg's defaults (such as
+// no preferred read replica).
+func mirror(reqTopics, respTopics any, code int16) {
+	in, out := reflect.ValueOf(reqTopics), reflect.ValueOf(respTopics).Elem()
+	for i := range in.Len() {
+		t, nt := in.Index(i), fresh(out.Type().Elem())
+		for _, f := range []string{"Topic", "TopicID"} {
+			if v := t.FieldByName(f); v.IsValid() && nt.FieldByName(f).IsValid() {
+				nt.FieldByName(f).Set(v)
+			}
+		}
+		ps, nps := t.FieldByName("Partitions"), nt.FieldByName("Partitions")
+		for j := range ps.Len() {
+			np := fresh(nps.Type().Elem())
+			np.FieldByName("Partition").Set(ps.Index(j).FieldByName("Partition"))
+			np.FieldByName("ErrorCode").SetInt(int64(code))
+			nps.Set(reflect.Append(nps, np))
+		}
+		out.Set(reflect.Append(out, nt))
+	}
+}
+
+// fresh returns a new value of the kmsg type t with its defaults.
+func fresh(t reflect.Type) reflect.Value {
+	v := reflect.New(t)
+	if d, ok := v.Interface().(interface{ Default() }); ok {
+		d.Default()
+	}
+	return v.Elem()
 }
 
 func (f *brokerFaults) set(on bool) {

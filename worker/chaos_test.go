@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,16 +47,22 @@ func (e *env) waitRecovered(c0 map[int32]int64, since time.Time, timeout time.Du
 	return time.Since(since)
 }
 
+// processEnv skips under -short, and returns an env of the given input
+// partitions for worker processes, the seed (SW_CHAOS_SEED or def) and a
+// random source from it.
+func processEnv(t *testing.T, def uint64, partitions int) (*env, uint64, *rand.Rand) {
+	if testing.Short() {
+		t.Skip("separate processes; skipped with -short")
+	}
+	seed := chaosSeed(t, def)
+	return newEnv(t, partitions, fastGroups), seed, rand.New(rand.NewPCG(seed, def))
+}
+
 // TestRebalanceStorm: four worker processes on 12 partitions; every 1.5-4s
 // (seeded) one joins, or one leaves by SIGTERM or SIGKILL, while events are
 // produced continuously. The run equals a clean one.
 func TestRebalanceStorm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("separate processes; skipped with -short")
-	}
-	seed := chaosSeed(t, 31)
-	rng := rand.New(rand.NewPCG(seed, 9))
-	e := newEnv(t, 12, fastGroups)
+	e, seed, rng := processEnv(t, 31, 12)
 	span := short(30*time.Second, 2*time.Minute)
 	events := short(15_000, 80_000)
 	wait := e.produceInBackground(workload(events, int64(seed)), float64(events)/span.Seconds())
@@ -135,12 +140,7 @@ var crashPoints = []string{"external", "revoke", "produced", "persisted", "offse
 // pipeline, while another worker joins and leaves: the run equals a clean
 // one, and each kill happened where intended.
 func TestKillNine(t *testing.T) {
-	if testing.Short() {
-		t.Skip("separate processes; skipped with -short")
-	}
-	seed := chaosSeed(t, 41)
-	rng := rand.New(rand.NewPCG(seed, 10))
-	e := newEnv(t, 6, fastGroups)
+	e, seed, rng := processEnv(t, 41, 6)
 	kills := short(5, 20)
 	events := short(10_000, 40_000)
 	bin := testenv.BuildBinaryTags(t, "github.com/streamworker/streamworker/cmd/streamworker", "swcrashpoints")
@@ -163,7 +163,7 @@ func TestKillNine(t *testing.T) {
 			if point != "revoke" {
 				hit += rng.IntN(5)
 			}
-			extra = append(extra, "SW_TEST_CRASH_AT="+point+":"+strconv.Itoa(hit))
+			extra = append(extra, fmt.Sprintf("SW_TEST_CRASH_AT=%s:%d", point, hit))
 		}
 		if point == "revoke" {
 			// Victim and one helper share the partitions, so that the

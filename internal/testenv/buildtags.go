@@ -16,7 +16,10 @@ import (
 // package and tag set is built once per test binary run.
 func BuildBinaryTags(tb testing.TB, pkg string, tags ...string) string {
 	tb.Helper()
-	key := pkg + " -tags=" + strings.Join(tags, ",")
+	key := pkg
+	if len(tags) > 0 {
+		key += " -tags=" + strings.Join(tags, ",")
+	}
 	builds.mu.Lock()
 	if builds.bins == nil {
 		builds.bins = map[string]*build{}
@@ -27,14 +30,16 @@ func BuildBinaryTags(tb testing.TB, pkg string, tags ...string) string {
 		builds.bins[key] = b
 	}
 	builds.mu.Unlock()
-	b.once.Do(func() { b.path, b.err = goBuildTags(key, pkg, tags) })
+	b.once.Do(func() { b.path, b.err = goBuild(key, pkg, tags) })
 	if b.err != nil {
 		tb.Fatalf("testenv: build %s: %v", key, b.err)
 	}
 	return b.path
 }
 
-func goBuildTags(key, pkg string, tags []string) (string, error) {
+// goBuild builds pkg with tags into the builds directory, under a name
+// derived from key.
+func goBuild(key, pkg string, tags []string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
@@ -50,7 +55,11 @@ func goBuildTags(key, pkg string, tags []string) (string, error) {
 	}
 	sum := sha256.Sum256([]byte(key))
 	out := filepath.Join(dir, fmt.Sprintf("%s-%x", filepath.Base(pkg), sum[:4]))
-	cmd := exec.Command("go", "build", "-tags", strings.Join(tags, ","), "-o", out, pkg)
+	args := []string{"build", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
