@@ -41,10 +41,10 @@ lint:
 # The fault matrix at full length (a seeded short case of each runs in
 # `make test`): network faults through a TCP proxy, a 30s blackhole of
 # Kafka and of Redis, broker errors, a 2-minute rebalance storm, 20 kill -9.
-# SW_CHAOS_SEED=N changes the seeds; the figures are in RELIABILITY.md.
+# SW_TEST_CHAOS_SEED=N changes the seeds; the figures are in RELIABILITY.md.
 CHAOS_TESTS = TestNetworkFaults|TestAmbiguousRedisCommit|TestKafkaBlackhole|TestRedisBlackhole|TestBrokerFaults|TestRebalanceStorm|TestKillNine
 chaos:
-	SW_CHAOS=1 $(GO) test -count=1 -run '^($(CHAOS_TESTS))$$' -timeout 60m -v ./worker/
+	SW_TEST_CHAOS=1 $(GO) test -count=1 -run '^($(CHAOS_TESTS))$$' -timeout 60m -v ./worker/
 
 # The hostile soak for 10 minutes (a seeded short case runs in `make test`).
 soak:

@@ -3,7 +3,7 @@ package worker_test
 // Rebalance storms and repeated kill -9 of real worker processes: every
 // guarantee holds (verify: final state and output IDs equal to a clean
 // run; tally: no event lost or applied twice). Seeded; the long forms run
-// under `make chaos` (SW_CHAOS=1).
+// under `make chaos` (SW_TEST_CHAOS=1).
 
 import (
 	"fmt"
@@ -48,7 +48,7 @@ func (e *env) waitRecovered(c0 map[int32]int64, since time.Time, timeout time.Du
 }
 
 // processEnv skips under -short, and returns an env of the given input
-// partitions for worker processes, the seed (SW_CHAOS_SEED or def) and a
+// partitions for worker processes, the seed (SW_TEST_CHAOS_SEED or def) and a
 // random source from it.
 func processEnv(t *testing.T, def uint64, partitions int) (*env, uint64, *rand.Rand) {
 	if testing.Short() {

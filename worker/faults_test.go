@@ -5,11 +5,10 @@ package worker_test
 // lost) holds through latency, a bandwidth cap, connections reset in the
 // middle of a Redis pipeline or a produce, an ambiguous Redis commit, a
 // blackhole of Kafka or Redis, and broker errors. Each test is seeded; the
-// long forms (`make chaos`, SW_CHAOS=1) run the same code for longer.
+// long forms (`make chaos`, SW_TEST_CHAOS=1) run the same code for longer.
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -28,14 +27,14 @@ import (
 )
 
 // chaos reports whether the long forms run (`make chaos`).
-func chaos() bool { return os.Getenv("SW_CHAOS") != "" }
+func chaos() bool { return os.Getenv("SW_TEST_CHAOS") != "" }
 
-// chaosSeed is SW_CHAOS_SEED, or def.
+// chaosSeed is SW_TEST_CHAOS_SEED, or def.
 func chaosSeed(t testing.TB, def uint64) uint64 {
-	if s := os.Getenv("SW_CHAOS_SEED"); s != "" {
+	if s := os.Getenv("SW_TEST_CHAOS_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			t.Fatalf("SW_CHAOS_SEED=%q: %v", s, err)
+			t.Fatalf("SW_TEST_CHAOS_SEED=%q: %v", s, err)
 		}
 		return n
 	}
@@ -295,4 +294,46 @@ func blackholeRun(t *testing.T, e *env, what string, blackhole func(bool), opts 
 	e.report(fmt.Sprintf("%s blackhole %v", what, hole), "kfake 1 broker, Redis standalone", oracle, []time.Duration{recovered})
 }
 
-var _ = context.Background
+// TestShutdownDuringKafkaBlackhole: a worker asked to stop while Kafka
+// does not answer returns from Run within shutdown.timeout (plus the 2s
+// grace for the client to close), with an error, instead of waiting on
+// its offset commit and leave request for as long as the client retries;
+// nothing is lost: a new worker finishes the stream after the heal.
+func TestShutdownDuringKafkaBlackhole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection; skipped with -short")
+	}
+	kpx := testenv.NewProxySet(t, chaosSeed(t, 16))
+	e := newEnvWith(t, 4, []testenv.KafkaOption{testenv.WithFaultProxies(kpx), fastGroups}, nil)
+	blackhole := func(on bool) { kpx.Each(func(p *testenv.Proxy) { p.Blackhole(on) }) }
+	oracle := e.produce(workload(3000, 16))
+	opts := e.options(nil)
+	opts.ShutdownTimeout = 2 * time.Second
+	r := e.start(opts)
+	e.waitCommitted(500)
+	blackhole(true)
+	t.Cleanup(func() { blackhole(false) })
+	r.cancel()
+	limit := opts.ShutdownTimeout + 2*time.Second
+	select {
+	case err := <-r.done:
+		close(r.done)
+		if err == nil {
+			t.Error("Run reported a clean drain while Kafka did not answer")
+		}
+	case <-time.After(limit + 3*time.Second):
+		t.Fatalf("Run did not return within %v of the stop while Kafka was blackholed", limit)
+	}
+	blackhole(false)
+	testenv.Eventually(t, 2*time.Minute, func() bool {
+		select {
+		case <-r.w.ClientClosed():
+			return true
+		default:
+			return false
+		}
+	}, "the Kafka client never closed after the heal")
+	e.start(e.options(nil))
+	e.waitDrained(2 * time.Minute)
+	e.verify(oracle, opts.Processors)
+}

@@ -70,6 +70,7 @@ type Worker struct {
 	kafkaOK       atomic.Int64 // unix nanoseconds of the last answer of a broker (stall.go)
 	commitFailing atomic.Int64 // unix nanoseconds since offset commits fail; 0 when they do not
 	stallLogged   atomic.Bool
+	clientClosed  chan struct{} // closed once the Kafka client has closed
 	closed        atomic.Bool
 }
 
@@ -96,6 +97,8 @@ func New(opts Options) (*Worker, error) {
 		parts: make(map[int32]*partition),
 		store: opts.Store,
 		proc:  proc,
+
+		clientClosed: make(chan struct{}),
 	}
 	w.abort, w.abortCancel = context.WithCancel(context.Background())
 	w.kafkaOK.Store(time.Now().UnixNano())
@@ -190,7 +193,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
-// shutdown drains and leaves the group within ShutdownTimeout.
+// closeGrace is how long shutdown waits past ShutdownTimeout for the Kafka
+// client to close once the batches in hand were abandoned.
+const closeGrace = 2 * time.Second
+
+// shutdown drains and leaves the group within ShutdownTimeout (plus
+// closeGrace): a Kafka that does not answer cannot hold it longer.
 func (w *Worker) shutdown() error {
 	w.log.Info("draining", "timeout", w.opts.ShutdownTimeout)
 	timer := time.AfterFunc(w.opts.ShutdownTimeout, func() {
@@ -200,8 +208,23 @@ func (w *Worker) shutdown() error {
 	defer timer.Stop()
 
 	// Close revokes every partition through onRevoked (finish, commit)
-	// and leaves the group.
-	w.cl.Close()
+	// and leaves the group. Its offset commit and leave request wait on
+	// the brokers, for as long as they retry when those do not answer.
+	go func() {
+		w.cl.Close()
+		close(w.clientClosed)
+	}()
+	giveUp := time.NewTimer(w.opts.ShutdownTimeout + closeGrace)
+	defer giveUp.Stop()
+	select {
+	case <-w.clientClosed:
+	case <-giveUp.C:
+		w.closed.Store(true)
+		w.m.ready.Set(0)
+		w.log.Error("could not commit and leave the group within the shutdown timeout (Kafka does not answer); " +
+			"stopping without: the group gives the partitions away after kafka.session_timeout, and what was not committed is read again")
+		return errors.New("worker: drain did not finish within the shutdown timeout")
+	}
 	w.closed.Store(true)
 	w.m.ready.Set(0)
 	if w.abort.Err() != nil {
