@@ -42,7 +42,7 @@ lint:
 # `make test`): network faults through a TCP proxy, a 30s blackhole of
 # Kafka and of Redis, broker errors, a 2-minute rebalance storm, 20 kill -9.
 # SW_TEST_CHAOS_SEED=N changes the seeds; the figures are in RELIABILITY.md.
-CHAOS_TESTS = TestNetworkFaults|TestAmbiguousRedisCommit|TestKafkaBlackhole|TestRedisBlackhole|TestBrokerFaults|TestRebalanceStorm|TestKillNine
+CHAOS_TESTS = TestNetworkFaults|TestAmbiguousRedisCommit|TestKafkaBlackhole|TestShutdownDuringKafkaBlackhole|TestRedisBlackhole|TestBrokerFaults|TestRebalanceStorm|TestKillNine
 chaos:
 	SW_TEST_CHAOS=1 $(GO) test -count=1 -run '^($(CHAOS_TESTS))$$' -timeout 60m -v ./worker/
 
