@@ -24,10 +24,10 @@ type brokerFaults struct {
 }
 
 // injectBrokerFaults makes c answer, while the faults are on, a fraction
-// rate of produce and fetch requests (groupRate of offset commits and group requests) with NOT_LEADER_FOR_PARTITION or
-// REQUEST_TIMED_OUT, of offset commits with NOT_COORDINATOR or
-// REQUEST_TIMED_OUT, and of join, sync and heartbeat requests with
-// NOT_COORDINATOR; none of them is handled by the broker.
+// rate of produce and fetch requests with NOT_LEADER_FOR_PARTITION or
+// REQUEST_TIMED_OUT, and a fraction groupRate of offset commits with
+// NOT_COORDINATOR or REQUEST_TIMED_OUT and of join, sync and heartbeat
+// requests with NOT_COORDINATOR; the broker does not handle those.
 func injectBrokerFaults(c *kfake.Cluster, seed uint64, rate, groupRate float64) *brokerFaults {
 	f := &brokerFaults{rng: rand.New(rand.NewPCG(seed, 7)), injected: map[string]int{}}
 	leader := []*kerr.Error{kerr.NotLeaderForPartition, kerr.RequestTimedOut}
