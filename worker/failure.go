@@ -128,6 +128,7 @@ func (p *partition) fault(on bool, op string, err error) {
 	if !on {
 		if p.faulting {
 			since := time.Unix(0, p.faultSince.Swap(0))
+			p.lost += max(now.Sub(since), 0) // not counted against open gaps
 			p.faulting = false
 			p.faultAttempts = 0
 			p.w.faulting.Add(-1)

@@ -113,6 +113,14 @@ func (e *env) report(fault, topology string, o *loadgen.Oracle, recovered []time
 		fault, topology, res.lost, res.twice, res.dupOutputs, med, mx, len(recovered))
 }
 
+func countReasons(rs []string) map[string]int {
+	m := map[string]int{}
+	for _, r := range rs {
+		m[r]++
+	}
+	return m
+}
+
 func durations(ds []time.Duration) (median, maximum time.Duration) {
 	if len(ds) == 0 {
 		return 0, 0
@@ -162,6 +170,8 @@ func TestNetworkFaults(t *testing.T) {
 	}
 	t.Logf("%d produce requests and %d Redis commit pipelines reset mid-request", produceResets(), redisResets())
 	testenv.Eventually(t, 20*time.Second, r.w.Ready, "worker not ready after the faults")
+	t.Logf("gaps given up %v, late events %v, DLQ reasons %v", metric(r.reg, "streamworker_gaps_total"),
+		metric(r.reg, "streamworker_events_late_total"), countReasons(e.dlqReasons()))
 	e.verify(oracle, opts.Processors)
 	e.report("latency+jitter, bandwidth cap, resets mid-produce and mid-pipeline", "kfake 1 broker, Redis standalone", oracle, nil)
 }
@@ -290,6 +300,8 @@ func blackholeRun(t *testing.T, e *env, what string, blackhole func(bool), opts 
 	e.waitDrained(2 * time.Minute)
 	testenv.Eventually(t, 10*time.Second, func() bool { return metric(r.reg, "streamworker_partition_stuck_seconds") == 0 },
 		"stuck time not reset after the heal")
+	t.Logf("gaps given up %v, late events %v, DLQ reasons %v", metric(r.reg, "streamworker_gaps_total"),
+		metric(r.reg, "streamworker_events_late_total"), countReasons(e.dlqReasons()))
 	e.verify(oracle, opts.Processors)
 	e.report(fmt.Sprintf("%s blackhole %v", what, hole), "kfake 1 broker, Redis standalone", oracle, []time.Duration{recovered})
 }

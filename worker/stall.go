@@ -77,3 +77,32 @@ func (w *Worker) stalled() bool {
 	}
 	return d > 0
 }
+
+// The sequencing clock. A sequence gap is given up once it has been open
+// for sequencing.gap_timeout; time during which the partition could not
+// read or process records does not count, so that an outage of Kafka or
+// Redis shorter than the gap timeout plus its own length does not give up a
+// gap whose missing event is merely not read yet. Not counted: the time a
+// partition retried a failed call (added when the fault clears), the part of
+// a call beyond silenceGrace, and the time Kafka did not answer beyond
+// silenceGrace. Overlaps may be counted twice, which only lengthens the wait.
+
+// silenceGrace is how long Kafka may go without answering, or a call take,
+// before the sequencing clock stops: a fetch long-polls for FetchMaxWait at
+// most.
+func (w *Worker) silenceGrace() time.Duration { return max(2*w.opts.FetchMaxWait, time.Second) }
+
+// seqClock returns the partition's sequencing clock: the worker's clock
+// less the time not counted. It runs on the partition's goroutine.
+func (p *partition) seqClock() time.Time {
+	real := time.Now()
+	from := time.Unix(0, p.w.kafkaOK.Load()).Add(p.w.silenceGrace())
+	if p.silenceMark.After(from) {
+		from = p.silenceMark
+	}
+	if real.After(from) {
+		p.lost += real.Sub(from)
+	}
+	p.silenceMark = real
+	return p.w.opts.Now().Add(-p.lost)
+}
