@@ -205,10 +205,26 @@ func (e *env) produce(cfg loadgen.Config) *loadgen.Oracle {
 	return oracle
 }
 
+// admin returns an admin client of its own, closed when done is called:
+// the helpers that poll offsets call it every 10ms, and clients kept until
+// the test ends would hold thousands of connections (the in-process kfake
+// then runs out of file descriptors and stops accepting). A new client
+// each time also keeps polls off connections a fault left half-open.
+func (e *env) admin() (adm *kadm.Client, done func()) {
+	e.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.kafka.Seeds()...))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return kadm.NewClient(cl), cl.Close
+}
+
 // endOffsets returns the log-end offset of every input partition.
 func (e *env) endOffsets() map[int32]int64 {
 	e.t.Helper()
-	ends, err := e.kafka.Admin(e.t).ListEndOffsets(context.Background(), e.names.Input)
+	adm, done := e.admin()
+	defer done()
+	ends, err := adm.ListEndOffsets(context.Background(), e.names.Input)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -220,7 +236,9 @@ func (e *env) endOffsets() map[int32]int64 {
 // committed returns the group's committed offsets on the input.
 func (e *env) committed() map[int32]int64 {
 	e.t.Helper()
-	offs, err := e.kafka.Admin(e.t).FetchOffsets(context.Background(), e.group)
+	adm, done := e.admin()
+	defer done()
+	offs, err := adm.FetchOffsets(context.Background(), e.group)
 	if err != nil {
 		return nil
 	}

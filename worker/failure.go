@@ -128,6 +128,7 @@ func (p *partition) fault(on bool, op string, err error) {
 	if !on {
 		if p.faulting {
 			since := time.Unix(0, p.faultSince.Swap(0))
+			p.lost += max(now.Sub(since), 0) // not counted against open gaps
 			p.faulting = false
 			p.faultAttempts = 0
 			p.w.faulting.Add(-1)
@@ -152,10 +153,12 @@ func (p *partition) fault(on bool, op string, err error) {
 	}
 }
 
-// stuckFor returns how long the partition has been retrying, 0 if it is not.
+// stuckFor returns how long the partition has been retrying, or waiting on
+// Kafka beyond StallBound (see stall.go), 0 if it is neither.
 func (p *partition) stuckFor(now time.Time) time.Duration {
+	d := max(p.callStall(now), p.w.kafkaStall(now))
 	if since := p.faultSince.Load(); since != 0 {
-		return max(now.Sub(time.Unix(0, since)), 0)
+		d = max(d, now.Sub(time.Unix(0, since)))
 	}
-	return 0
+	return d
 }

@@ -59,6 +59,7 @@ func (w *Worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 			offsets[p.id] = eo
 		}
 	}
+	crashPoint("revoke")
 	w.commit(ctx, offsets)
 	w.log.Info("partitions revoked", "topic", w.opts.Topics.Input, "partitions", ids)
 }
@@ -128,6 +129,7 @@ func (w *Worker) commit(ctx context.Context, offsets map[int32]kgo.EpochOffset) 
 	if len(offsets) == 0 {
 		return
 	}
+	crashPoint("offset-commit")
 	w.m.commitsTotal.Inc()
 	req := map[string]map[int32]kgo.EpochOffset{w.opts.Topics.Input: offsets}
 	var commitErr error
@@ -145,10 +147,12 @@ func (w *Worker) commit(ctx context.Context, offsets map[int32]kgo.EpochOffset) 
 		}
 	})
 	if commitErr != nil {
+		w.commitFailing.CompareAndSwap(0, time.Now().UnixNano())
 		w.m.commitErrors.Inc()
 		w.log.Warn("offset commit failed; retrying at the next interval", "err", commitErr)
 		return
 	}
+	w.commitFailing.Store(0)
 	w.mu.Lock()
 	for id, eo := range offsets {
 		if p := w.parts[id]; p != nil {

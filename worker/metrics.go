@@ -116,7 +116,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		internalErrors: counter("internal_errors_total",
 			"Panics recovered, by stage (decode, process: the record is sent to the DLQ as internal_error; batch: the batch is retried).", "stage"),
 		stuckSeconds: gaugeVec("partition_stuck_seconds",
-			"How long the partition has been retrying a failed call (0 when it is not); the worker is not ready meanwhile.", "topic", "partition"),
+			"How long the partition has been retrying a failed call, or waiting on a call or on Kafka beyond kafka.session_timeout (0 when neither); the worker is not ready meanwhile.", "topic", "partition"),
 	}
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.processed, m.duplicates, m.late, m.stale, m.skipped, m.keyMismatch, m.gaps,

@@ -62,6 +62,7 @@ type partition struct {
 	buffered   int
 	bufBytes   int64
 	faultSince atomic.Int64 // unix nanoseconds since the partition retries; 0 when it does not
+	callSince  atomic.Int64 // unix nanoseconds since the Kafka or Redis call in flight began; 0 when none
 
 	committed int64 // last committed offset; guarded by Worker.commitMu
 
@@ -71,8 +72,10 @@ type partition struct {
 	buf           *sequencing.Buffer[*item] // the one owner of held events
 	recent        *dedupe.Recent
 	cache         map[string]*aggregate
-	next          int64 // offset after the last record handed to process
-	faulting      bool  // retrying a failed Redis or Kafka call
+	next          int64         // offset after the last record handed to process
+	faulting      bool          // retrying a failed Redis or Kafka call
+	lost          time.Duration // time the sequencing clock does not count (stall.go)
+	silenceMark   time.Time     // real time up to which Kafka's silence is counted in lost
 	faultAttempts int
 	lastFaultLog  time.Time
 	lastSegment   bool                       // the batch in hand ends the records of one poll (progress.go)
@@ -289,7 +292,7 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 		}
 	}()
 	p.b.reset()
-	now := p.w.opts.Now()
+	now := p.seqClock()
 	if err := p.guard("decode", func() {
 		for _, r := range recs {
 			p.cur = r
@@ -313,9 +316,11 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 	if err := p.produce(); err != nil {
 		return err
 	}
+	crashPoint("produced")
 	if err := p.persist(); err != nil {
 		return err
 	}
+	crashPoint("persisted")
 	p.logReleases()
 	p.b.flush(p.w.m, p.topic)
 	if n := len(recs); n > 0 {

@@ -34,7 +34,13 @@ func (e *env) spawn(name string) *proc {
 // (later ones win).
 func (e *env) spawnWith(name string, extra ...string) *proc {
 	e.t.Helper()
-	bin := testenv.BuildBinary(e.t, "github.com/streamworker/streamworker/cmd/streamworker")
+	return e.spawnBin(testenv.BuildBinary(e.t, "github.com/streamworker/streamworker/cmd/streamworker"), name, extra...)
+}
+
+// spawnBin runs `bin run` with the env's settings, then extra (NAME=value
+// pairs, which override them).
+func (e *env) spawnBin(bin, name string, extra ...string) *proc {
+	e.t.Helper()
 	cmd := exec.Command(bin, "run")
 	cmd.Env = append(os.Environ(),
 		"SW_KAFKA_BROKERS="+strings.Join(e.kafka.Seeds(), ","),

@@ -68,7 +68,13 @@ var errProduce = errors.New("produce not acknowledged")
 // op's last error, or errStopped.
 func (p *partition) retry(name string, op func() error) error {
 	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		p.callSince.Store(start.UnixNano()) // a call that hangs is a stall (stall.go)
 		err := op()
+		p.callSince.Store(0)
+		if d := time.Since(start) - p.w.silenceGrace(); d > 0 {
+			p.lost += d // a call that hung: not counted against open gaps
+		}
 		if err == nil {
 			return nil
 		}

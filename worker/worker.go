@@ -63,11 +63,15 @@ type Worker struct {
 
 	commitMu sync.Mutex // serializes offset commits with revokes
 
-	owned      atomic.Int32 // len(parts), for readers without mu
-	storeOK    atomic.Bool
-	pingLogged time.Time    // when pingStore last logged a failure; owned by its goroutine
-	faulting   atomic.Int32 // partitions currently retrying a failed Redis or Kafka call
-	closed     atomic.Bool
+	owned         atomic.Int32 // len(parts), for readers without mu
+	storeOK       atomic.Bool
+	pingLogged    time.Time    // when pingStore last logged a failure; owned by its goroutine
+	faulting      atomic.Int32 // partitions currently retrying a failed Redis or Kafka call
+	kafkaOK       atomic.Int64 // unix nanoseconds of the last answer of a broker (stall.go)
+	commitFailing atomic.Int64 // unix nanoseconds since offset commits fail; 0 when they do not
+	stallLogged   atomic.Bool
+	clientClosed  chan struct{} // closed once the Kafka client has closed
+	closed        atomic.Bool
 }
 
 // New validates opts and creates a Worker with its Kafka client. It does not
@@ -93,8 +97,11 @@ func New(opts Options) (*Worker, error) {
 		parts: make(map[int32]*partition),
 		store: opts.Store,
 		proc:  proc,
+
+		clientClosed: make(chan struct{}),
 	}
 	w.abort, w.abortCancel = context.WithCancel(context.Background())
+	w.kafkaOK.Store(time.Now().UnixNano())
 	if w.store == nil {
 		w.store = state.NewRedisStore(opts.Redis, dedupe.Keys{Prefix: opts.KeyPrefix}, opts.DedupeTTL,
 			state.WithObserver(w.m), state.WithReplicaAcks(opts.MinReplicasAcked, opts.ReplicaAckTimeout))
@@ -135,6 +142,7 @@ func New(opts Options) (*Worker, error) {
 		kgo.MaxBufferedRecords(1<<20),
 		kgo.ProducerBatchMaxBytes(int32(min(opts.MaxMessageBytes, math.MaxInt32))),
 		kgo.WithLogger(kgoLogger{opts.Logger}),
+		kgo.WithHooks(kafkaHealth{w}),
 	)
 	if opts.Registerer != nil {
 		kopts = append(kopts, kgo.WithHooks(kprom.NewMetrics(Namespace, kprom.Subsystem("kafka"), kprom.Registerer(opts.Registerer),
@@ -150,13 +158,15 @@ func New(opts Options) (*Worker, error) {
 }
 
 // Ready reports whether the worker has joined its group, the store answers,
-// and no partition is stuck retrying a failed call. It backs /readyz.
+// no partition is stuck retrying a failed call, and no call to Kafka has
+// hung, Kafka been silent or offset commits failed for longer than
+// StallBound. It backs /readyz.
 func (w *Worker) Ready() bool {
 	if w.closed.Load() {
 		return false
 	}
 	_, gen := w.cl.GroupMetadata()
-	return gen > 0 && w.storeOK.Load() && w.faulting.Load() == 0
+	return gen > 0 && w.storeOK.Load() && w.faulting.Load() == 0 && !w.stalled()
 }
 
 // Run first refuses to start, with an error naming the topic, when an
@@ -184,7 +194,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
-// shutdown drains and leaves the group within ShutdownTimeout.
+// closeGrace is how long shutdown waits past ShutdownTimeout for the Kafka
+// client to close once the batches in hand were abandoned.
+const closeGrace = 2 * time.Second
+
+// shutdown drains and leaves the group within ShutdownTimeout (plus
+// closeGrace): a Kafka that does not answer cannot hold it longer.
 func (w *Worker) shutdown() error {
 	w.log.Info("draining", "timeout", w.opts.ShutdownTimeout)
 	timer := time.AfterFunc(w.opts.ShutdownTimeout, func() {
@@ -194,8 +209,23 @@ func (w *Worker) shutdown() error {
 	defer timer.Stop()
 
 	// Close revokes every partition through onRevoked (finish, commit)
-	// and leaves the group.
-	w.cl.Close()
+	// and leaves the group. Its offset commit and leave request wait on
+	// the brokers, for as long as they retry when those do not answer.
+	go func() {
+		w.cl.Close()
+		close(w.clientClosed)
+	}()
+	giveUp := time.NewTimer(w.opts.ShutdownTimeout + closeGrace)
+	defer giveUp.Stop()
+	select {
+	case <-w.clientClosed:
+	case <-giveUp.C:
+		w.closed.Store(true)
+		w.m.ready.Set(0)
+		w.log.Error("could not commit and leave the group within the shutdown timeout (Kafka does not answer); " +
+			"stopping without: the group gives the partitions away after kafka.session_timeout, and what was not committed is read again")
+		return errors.New("worker: drain did not finish within the shutdown timeout")
+	}
 	w.closed.Store(true)
 	w.m.ready.Set(0)
 	if w.abort.Err() != nil {

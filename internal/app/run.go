@@ -192,7 +192,7 @@ func Handler(reg prometheus.Gatherer, ready func() bool) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {
-			http.Error(w, "not ready: group not joined, Redis unreachable, or retrying a failed call", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: group not joined, Redis unreachable, retrying a failed call, or calls hanging", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

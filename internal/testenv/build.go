@@ -1,8 +1,6 @@
 package testenv
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -33,47 +31,7 @@ type build struct {
 // for concurrent use.
 func BuildBinary(tb testing.TB, pkg string) string {
 	tb.Helper()
-	builds.mu.Lock()
-	if builds.bins == nil {
-		builds.bins = map[string]*build{}
-	}
-	b, ok := builds.bins[pkg]
-	if !ok {
-		b = &build{}
-		builds.bins[pkg] = b
-	}
-	builds.mu.Unlock()
-	b.once.Do(func() { b.path, b.err = goBuild(pkg) })
-	if b.err != nil {
-		tb.Fatalf("testenv: build %s: %v", pkg, b.err)
-	}
-	return b.path
-}
-
-func goBuild(pkg string) (string, error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", err
-	}
-	builds.mu.Lock()
-	if builds.dir == "" {
-		builds.dir, err = os.MkdirTemp("", "testenv-bin-")
-	}
-	dir := builds.dir
-	builds.mu.Unlock()
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256([]byte(pkg))
-	out := filepath.Join(dir, fmt.Sprintf("%s-%x", filepath.Base(pkg), sum[:4]))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = root
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%w\n%s", err, stderr.String())
-	}
-	return out, nil
+	return BuildBinaryTags(tb, pkg)
 }
 
 func moduleRoot() (string, error) {
