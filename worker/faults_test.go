@@ -100,8 +100,10 @@ func (e *env) tally(o *loadgen.Oracle, pc processors.Config) outcome {
 	return out
 }
 
-// report logs one line for RELIABILITY.md and fails on a loss or a double
-// application (verify has checked equality already).
+// report logs one RESULT line for RELIABILITY.md (lost and applied-twice
+// events, output copies beyond one per ID, the median and maximum time to
+// recover) and fails on a loss or a double application; it does not check
+// equality, verify does.
 func (e *env) report(fault, topology string, o *loadgen.Oracle, recovered []time.Duration) {
 	e.t.Helper()
 	res := e.tally(o, processors.DefaultConfig())

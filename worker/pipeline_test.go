@@ -147,7 +147,7 @@ func testRedisOutage(t *testing.T, topo testenv.Topology) {
 	if metric(r.reg, "streamworker_events_processed_total") <= stalled {
 		t.Fatal("no progress after Redis came back")
 	}
-	e.report(topo, fmt.Sprintf("all data nodes down %v", down), events, oracle, recovery)
+	e.reportTopology(topo, fmt.Sprintf("all data nodes down %v", down), events, oracle, recovery)
 }
 
 func readyz(base string) int {

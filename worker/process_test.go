@@ -182,7 +182,7 @@ func TestCrashRecovery(t *testing.T) {
 		oracle := wait()
 		e.waitDrained(90 * time.Second)
 		p.signal(syscall.SIGTERM)
-		e.report(topo, "worker SIGKILL x4", events, oracle, recovery)
+		e.reportTopology(topo, "worker SIGKILL x4", events, oracle, recovery)
 	})
 }
 
@@ -229,5 +229,5 @@ func testRebalance(t *testing.T, topo testenv.Topology) {
 	if n := strings.Count(a.output(), "partitions revoked"); n < 2 {
 		t.Errorf("worker a saw %d revocations; want the cooperative rebalances as b and c joined, and the final drain", n)
 	}
-	e.report(topo, "workers join, SIGTERM, SIGKILL", events, oracle, nil)
+	e.reportTopology(topo, "workers join, SIGTERM, SIGKILL", events, oracle, nil)
 }

@@ -16,7 +16,6 @@ package worker_test
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,44 +99,11 @@ func (e *env) redisEnv() []string {
 	return vars
 }
 
-// tally compares every user's applied events with the oracle's and counts
-// the output copies beyond one per ID: the figures of a topology-result
-// line. Unlike verify it does not fail the test.
-func (e *env) tally(o *loadgen.Oracle) (lost, twice, dupOutputs int) {
+// reportTopology logs the topology-result line of a case (see report) and
+// checks everything verify checks.
+func (e *env) reportTopology(topo testenv.Topology, name string, events int, o *loadgen.Oracle, recovery []time.Duration) {
 	e.t.Helper()
-	for _, u := range o.Users() {
-		want, got := int64(len(o.Events(u))), e.applied(u)
-		lost += int(max(want-got, 0))
-		twice += int(max(got-want, 0))
-	}
-	for _, topic := range []string{e.names.Milestones, e.names.Anomalies} {
-		ids := map[string]bool{}
-		for _, r := range e.outputs(topic) {
-			if ids[r.env.ID] {
-				dupOutputs++
-			}
-			ids[r.env.ID] = true
-		}
-	}
-	return lost, twice, dupOutputs
-}
-
-// report logs the topology-result line of a case and checks it: nothing
-// lost, nothing applied twice, then everything verify checks.
-func (e *env) report(topo testenv.Topology, name string, events int, o *loadgen.Oracle, recovery []time.Duration) {
-	e.t.Helper()
-	lost, twice, dups := e.tally(o)
-	rec := "-"
-	if len(recovery) > 0 {
-		s := slices.Sorted(slices.Values(recovery))
-		median := (s[(len(s)-1)/2] + s[len(s)/2]) / 2
-		rec = fmt.Sprintf("median %v max %v", median.Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
-	}
-	e.t.Logf("topology-result topology=%s case=%s events=%d lost=%d applied_twice=%d duplicate_outputs=%d recovery=%s",
-		topo, name, events, lost, twice, dups, rec)
-	if lost+twice > 0 {
-		e.t.Errorf("%d events lost, %d applied twice", lost, twice)
-	}
+	e.report(fmt.Sprintf("%s (%d events)", name, events), string(topo), o, recovery)
 	e.verify(o, processors.DefaultConfig())
 }
 
@@ -180,7 +146,7 @@ func TestMasterFailover(t *testing.T) {
 			if err := r.stop(t); err != nil {
 				t.Fatal(err)
 			}
-			e.report(topo, "master SIGKILL, min_replicas_acked=1", events, oracle, recovery)
+			e.reportTopology(topo, "master SIGKILL, min_replicas_acked=1", events, oracle, recovery)
 		})
 	}
 }
@@ -243,10 +209,10 @@ func TestLossWithoutReplicaAcks(t *testing.T) {
 			if err := r.stop(t); err != nil {
 				t.Fatal(err)
 			}
-			lost, twice, dups := e.tally(oracle)
-			t.Logf("topology-result topology=%s case=%q events=%d lost=%d applied_twice=%d duplicate_outputs=%d recovery=%v",
-				topo, "master SIGKILL, min_replicas_acked=0", events, lost, twice, dups, took.Round(10*time.Millisecond))
-			if lost == 0 {
+			res := e.tally(oracle, processors.DefaultConfig())
+			t.Logf("RESULT fault=%q topology=%q lost=%d twice=%d dup_outputs=%d recover_median=%v events=%d",
+				"master SIGKILL, min_replicas_acked=0", topo, res.lost, res.twice, res.dupOutputs, took.Round(10*time.Millisecond), events)
+			if res.lost == 0 {
 				t.Errorf("no event lost without WAIT: the window was not forced")
 			}
 		})
@@ -287,7 +253,7 @@ func TestReshard(t *testing.T) {
 			if err := r.stop(t); err != nil {
 				t.Fatal(err)
 			}
-			e.report(testenv.Cluster, fmt.Sprintf("reshard 2x2000 slots, min_replicas_acked=%d", acks), events, oracle, took)
+			e.reportTopology(testenv.Cluster, fmt.Sprintf("reshard 2x2000 slots, min_replicas_acked=%d", acks), events, oracle, took)
 		})
 	}
 }
