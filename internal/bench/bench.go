@@ -91,6 +91,11 @@ type Config struct {
 	// WorkerBinary is a built cmd/streamworker to run; empty builds one
 	// from the module's source.
 	WorkerBinary string
+	// ReplicaAcks adds, to every run, the pipeline with
+	// redis.min_replicas_acked = 1 against a replica of the bench's
+	// redis-server (started for that measurement only), to measure what
+	// the WAIT at the end of every commit costs.
+	ReplicaAcks bool
 }
 
 // Default returns the configuration of `make bench`: 3 runs over 1M events
@@ -108,6 +113,7 @@ func Default() Config {
 		GrowthEvents:   1_000_000,
 		CommitInterval: 100 * time.Millisecond,
 		GoBench:        true,
+		ReplicaAcks:    true,
 		QuietWait:      time.Minute,
 		QuietBelow:     0.25,
 	}
@@ -391,6 +397,21 @@ func (b *bencher) runOnce(ctx context.Context, rep *Report, run int, growth []in
 		rep.addPipeline(p)
 		if cerr == nil {
 			rep.addRatios(c, p)
+		}
+		if cfg.ReplicaAcks {
+			if err := b.waitQuiet(ctx); err != nil {
+				return err
+			}
+			runtime.GC()
+			a, err := b.pipelineAcked(ctx)
+			if err != nil {
+				if err := fail("pipeline with min_replicas_acked", err); err != nil {
+					return err
+				}
+			} else {
+				b.logf("run %d/%d pipeline with min_replicas_acked=1: %.0f events/s (%.2f of the pipeline's)", run, cfg.Runs, a.rate(), a.rate()/p.rate())
+				rep.addAcked(p, a)
+			}
 		}
 	}
 

@@ -33,6 +33,7 @@ func TestQuickRun(t *testing.T) {
 	cfg.LatencyFor = 2 * time.Second
 	cfg.GrowthUsers = []int{5_000}
 	cfg.GrowthEvents = 20_000
+	cfg.ReplicaAcks = true
 	// Built outside the run's deadline: a cold build cache can take
 	// longer than the whole measurement.
 	cfg.WorkerBinary = testenv.BuildBinary(t, "github.com/streamworker/streamworker/cmd/streamworker")
@@ -49,7 +50,7 @@ func TestQuickRun(t *testing.T) {
 	positive := []string{
 		"ceiling_eps", "ceiling_eps_cpu", "pipeline_eps", "ratio", "pipeline_steady_eps", "pipeline_first_s",
 		"pipeline_elapsed_s", "cpu_worker", "pipeline_eps_cpu_worker", "pipeline_eps_cpu", "ratio_cpu",
-		"pipeline_eps_projected", "events_per_batch", "redis_per_batch",
+		"pipeline_eps_projected", "events_per_batch", "redis_per_batch", "pipeline_acked_eps", "ratio_acked",
 		"lat_offered", "lat_p99", "lat_p999", "lat_max", "ready_p99", "hist_p50", "hist_p99", "lat_samples", "lat_worker_cpu",
 		"g1000_eps", "g1000_rss_mb", "g1000_redis_per_1k", "g1000_produce_per_1k", "g1000_batches_per_1k", "g1000_outputs_per_1k",
 		"g5000_eps", "g5000_rss_mb", "g5000_redis_per_1k", "g5000_produce_per_1k", "g5000_batches_per_1k", "g5000_outputs_per_1k",

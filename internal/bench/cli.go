@@ -33,6 +33,7 @@ func Main(ctx context.Context, args []string) int {
 	fs.Var(&workerEnv, "worker-env", "extra KEY=VALUE environment of the worker children, e.g. SW_STATE_CACHE_SIZE=50000 or GOMEMLIMIT=300MiB (repeatable)")
 	profiles := fs.String("worker-profiles", "", "write CPU (first --profile-for) and heap profiles of every pipeline run's worker into this directory")
 	profileFor := fs.Duration("profile-for", 5*time.Second, "duration of the worker CPU profiles")
+	acks := fs.Bool("replica-acks", d.ReplicaAcks, "also run the pipeline with redis.min_replicas_acked=1 against a replica (off with --quick unless set)")
 	gobench := fs.Bool("gobench", d.GoBench, "run the Go micro-benchmarks of the hot path (off with --quick unless set)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -65,6 +66,8 @@ func Main(ctx context.Context, args []string) int {
 			cfg.CommitInterval = *commit
 		case "gobench":
 			cfg.GoBench = *gobench
+		case "replica-acks":
+			cfg.ReplicaAcks = *acks
 		case "quiet-wait":
 			cfg.QuietWait = *quiet
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -176,8 +177,20 @@ func copyLoop(ctx context.Context, seeds []string, group, in, out string) error 
 
 // pipeline measures the worker as a child process over the pre-produced
 // workload of users and events: from its start to the group's committed
+// pipelineAcked is the pipeline over the main workload with
+// redis.min_replicas_acked = 1, against a replica of the bench's Redis
+// started for it: every commit ends with WAIT 1.
+func (b *bencher) pipelineAcked(ctx context.Context) (drainResult, error) {
+	replica, err := b.redis.startReplica(ctx, b.dir)
+	if err != nil {
+		return drainResult{}, err
+	}
+	defer replica.stop()
+	return b.pipeline(ctx, b.cfg.Users, b.cfg.Events, "SW_REDIS_MIN_REPLICAS_ACKED=1")
+}
+
 // offsets reaching the log end.
-func (b *bencher) pipeline(ctx context.Context, users, events int) (drainResult, error) {
+func (b *bencher) pipeline(ctx context.Context, users, events int, env ...string) (drainResult, error) {
 	c, err := newCluster(ctx, b.cfg.Partitions)
 	if err != nil {
 		return drainResult{}, err
@@ -193,7 +206,9 @@ func (b *bencher) pipeline(ctx context.Context, users, events int) (drainResult,
 	group := b.group("pipeline")
 	c.startCounting()
 	start := time.Now()
-	w, err := startWorker(b.workerEnv(c, group))
+	we := b.workerEnv(c, group)
+	we.extra = append(slices.Clip(we.extra), env...)
+	w, err := startWorker(we)
 	if err != nil {
 		return drainResult{}, err
 	}

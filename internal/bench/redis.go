@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,8 +26,8 @@ type redisServer struct {
 }
 
 // startRedis starts redis-server on a free loopback port with persistence
-// off and waits until it answers PING.
-func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+// off and waits until it answers PING. args are more redis-server options.
+func startRedis(ctx context.Context, dir string, args ...string) (*redisServer, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("bench: redis-server is not on PATH (apt-get install redis-server): %w", err)
@@ -36,8 +37,8 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 		return nil, err
 	}
 	s := &redisServer{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), done: make(chan struct{})}
-	s.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning")
+	s.cmd = exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"}, args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: start redis-server: %w", err)
@@ -66,6 +67,32 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 		if time.Now().After(deadline) {
 			s.stop()
 			return nil, fmt.Errorf("bench: redis-server did not answer PING within 10s: %w", err)
+		}
+	}
+}
+
+// startReplica starts a replica of s and waits until its link to s is up.
+func (s *redisServer) startReplica(ctx context.Context, dir string) (*redisServer, error) {
+	host, port, _ := net.SplitHostPort(s.addr)
+	r, err := startRedis(ctx, dir, "--replicaof", host, port)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := r.client.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return r, nil
+		}
+		if time.Now().After(deadline) {
+			r.stop()
+			return nil, fmt.Errorf("bench: the replica's link to %s is not up after 10s (%v): %s", s.addr, err, info)
+		}
+		select {
+		case <-ctx.Done():
+			r.stop()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

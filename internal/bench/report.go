@@ -147,6 +147,11 @@ func (r *Report) addPipeline(p drainResult) {
 }
 
 // addRatios adds the pipeline/ceiling ratios of one run.
+func (r *Report) addAcked(p, a drainResult) {
+	r.add("pipeline_acked_eps", "Pipeline with redis.min_replicas_acked=1 (WAIT 1 on a local replica)", UnitRate, a.rate(), nil)
+	r.add("ratio_acked", "Pipeline with WAIT / without", UnitRatio, a.rate()/p.rate(), nil)
+}
+
 func (r *Report) addRatios(c, p drainResult) {
 	r.add("ratio", "Pipeline / ceiling", UnitRatio, p.rate()/c.rate(), targetRatio)
 	r.add("ratio_cpu", "Pipeline / ceiling, per CPU-second", UnitRatio,
