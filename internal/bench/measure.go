@@ -178,14 +178,24 @@ func copyLoop(ctx context.Context, seeds []string, group, in, out string) error 
 // pipeline measures the worker as a child process over the pre-produced
 // workload of users and events: from its start to the group's committed
 // pipelineAcked is the pipeline over the main workload with
-// redis.min_replicas_acked = 1, against a replica of the bench's Redis
-// started for it: every commit ends with WAIT 1.
+// redis.min_replicas_acked = 1: every commit ends with WAIT 1. It runs on a
+// master and a replica of its own, both started for it: a master that once
+// had a replica keeps feeding its replication backlog for an hour, which
+// would slow every later measurement on the bench's own Redis.
 func (b *bencher) pipelineAcked(ctx context.Context) (drainResult, error) {
-	replica, err := b.redis.startReplica(ctx, b.dir)
+	master, err := startRedis(ctx, b.dir)
+	if err != nil {
+		return drainResult{}, err
+	}
+	defer master.stop()
+	replica, err := master.startReplica(ctx, b.dir)
 	if err != nil {
 		return drainResult{}, err
 	}
 	defer replica.stop()
+	own := b.redis
+	b.redis = master
+	defer func() { b.redis = own }()
 	return b.pipeline(ctx, b.cfg.Users, b.cfg.Events, "SW_REDIS_MIN_REPLICAS_ACKED=1")
 }
 
