@@ -41,12 +41,13 @@ lint:
 # The fault matrix at full length (a seeded short case of each runs in
 # `make test`): network faults through a TCP proxy, a 30s blackhole of
 # Kafka and of Redis, broker errors, a 2-minute rebalance storm, 20 kill -9.
+# The crash, rebalance and outage cases at full size on a single server, a
+# Redis Cluster and Sentinel, and the master failover and resharding cases.
 # SW_TEST_CHAOS_SEED=N changes the seeds; the figures are in RELIABILITY.md.
-CHAOS_TESTS = TestNetworkFaults|TestAmbiguousRedisCommit|TestKafkaBlackhole|TestShutdownDuringKafkaBlackhole|TestRedisBlackhole|TestBrokerFaults|TestRebalanceStorm|TestKillNine
+CHAOS_TESTS = TestNetworkFaults|TestAmbiguousRedisCommit|TestKafkaBlackhole|TestShutdownDuringKafkaBlackhole|TestRedisBlackhole|TestBrokerFaults|TestRebalanceStorm|TestKillNine|TestCrashRecovery|TestRebalance|TestRedisOutage|TestMasterFailover|TestLossWithoutReplicaAcks|TestReshard
 chaos:
 	SW_TEST_CHAOS=1 $(GO) test -count=1 -run '^($(CHAOS_TESTS))$$' -timeout 60m -v ./worker/
 
 # The hostile soak for 10 minutes (a seeded short case runs in `make test`).
 soak:
 	SW_SOAK_FOR=10m $(GO) test -count=1 -run '^TestHostileSoak$$' -timeout 40m -v ./worker/
-CHAOS_TESTS := $(CHAOS_TESTS)|TestCrashRecovery|TestRebalance|TestRedisOutage|TestMasterFailover|TestLossWithoutReplicaAcks|TestReshard
