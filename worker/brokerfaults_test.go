@@ -147,7 +147,7 @@ func TestBrokerFaults(t *testing.T) {
 	moves := 0
 	for deadline := time.Now().Add(span); time.Now().Before(deadline); moves++ {
 		// The moves' pace, not a wait for async work.
-		time.Sleep(time.Duration(500+rng.IntN(1000)) * time.Millisecond)
+		testenv.Pace(t, time.Duration(500+rng.IntN(1000))*time.Millisecond)
 		c.RehashCoordinators()
 		if err := c.MoveTopicPartition(e.names.Input, rng.Int32N(6), rng.Int32N(3)); err != nil {
 			t.Fatal(err)

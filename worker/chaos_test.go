@@ -83,7 +83,7 @@ func TestRebalanceStorm(t *testing.T) {
 	joins, terms, kills := 0, 0, 0
 	for deadline := time.Now().Add(span); time.Now().Before(deadline); {
 		// The storm's pace, not a wait for async work.
-		time.Sleep(time.Duration(1500+rng.IntN(2500)) * time.Millisecond)
+		testenv.Pace(t, time.Duration(1500+rng.IntN(2500))*time.Millisecond)
 		if len(alive) < 4 && (len(alive) <= 1 || rng.IntN(2) == 0) {
 			spawn()
 			joins++
@@ -178,7 +178,7 @@ func TestKillNine(t *testing.T) {
 		switch point {
 		case "external":
 			// A random moment of its work.
-			time.Sleep(time.Duration(200+rng.IntN(2000)) * time.Millisecond)
+			testenv.Pace(t, time.Duration(200+rng.IntN(2000))*time.Millisecond)
 			x.signal(syscall.SIGKILL)
 		case "revoke":
 			// A member joining makes the victim give partitions up.

@@ -288,7 +288,7 @@ func blackholeRun(t *testing.T, e *env, what string, blackhole func(bool), opts 
 	if rest := hole - time.Since(start); rest > 0 {
 		// The blackhole lasts its whole length whatever the worker does;
 		// this is the fault's duration, not a wait for async work.
-		time.Sleep(rest)
+		testenv.Pace(t, rest)
 	}
 	blackhole(false)
 	healed := time.Now()

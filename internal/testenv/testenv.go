@@ -69,6 +69,18 @@ func backendFor(tb testing.TB, addrEnv string) Backend {
 
 // Eventually polls cond every 10ms until it returns true, and fails the test
 // with msgAndArgs (a format string and its arguments) if that does not happen
+// Pace waits d: the schedule of a fault or of a load (a blackhole's length,
+// the gap between two members leaving), never a wait for asynchronous work,
+// which is Eventually's. It returns early when tb's context ends.
+func Pace(tb testing.TB, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-tb.Context().Done():
+	}
+}
+
 // within timeout. It is the way to wait for asynchronous work in tests.
 func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, msgAndArgs ...any) {
 	tb.Helper()
