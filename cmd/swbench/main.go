@@ -1,6 +1,7 @@
 // Command swbench is streamworker's end-to-end benchmark (`make bench`): it
-// measures a plain consume→produce ceiling, the worker's throughput,
-// end-to-end latency and cost growth on this machine and prints one markdown
+// measures a plain consume→produce ceiling, a reference that deduplicates
+// with one SET NX EX per event, the worker's throughput, end-to-end latency,
+// Redis and CPU use and cost growth on this machine and prints one markdown
 // table of medians with the targets. See BENCHMARKS.md and package
 // internal/bench.
 package main

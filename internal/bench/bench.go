@@ -4,6 +4,9 @@
 //
 //   - the ceiling: a plain franz-go consume→produce copy of the same
 //     pre-produced input, in this process;
+//   - the reference: the same copy deduplicated with one pipelined
+//     SET NX EX of the worker's dedupe key per event, in this process, to
+//     which the pipeline's Redis CPU per event is compared;
 //   - the pipeline: `streamworker run` as a child process over a
 //     pre-produced loadgen workload, from its start until the group's
 //     committed offsets reach the log end;
@@ -11,7 +14,8 @@
 //   - how throughput, peak RSS, Redis round trips and produce requests grow
 //     with the number of distinct users;
 //
-// and, on request, a CPU profile and allocations per event of the pipeline
+// with, for the reference and every pipeline run, redis-server's CPU per
+// input event and calls of each command from its own INFO; and, on request, a CPU profile and allocations per event of the pipeline
 // run in this process, and the Go micro-benchmarks of the hot path. Every
 // figure is the median of Config.Runs runs.
 //
@@ -368,62 +372,63 @@ func (b *bencher) runOnce(ctx context.Context, rep *Report, run int, growth []in
 		rep.Failures = append(rep.Failures, msg)
 		return nil
 	}
-	if err := b.waitQuiet(ctx); err != nil {
+	drain := func(what string, m func() (drainResult, error)) (drainResult, bool, error) {
+		return measure(ctx, b, fail, what, m)
+	}
+	c, cok, err := drain("ceiling", func() (drainResult, error) { return b.ceiling(ctx, cfg.Users, cfg.Events) })
+	if err != nil {
 		return err
 	}
-	runtime.GC()
-	c, cerr := b.ceiling(ctx, cfg.Users, cfg.Events)
-	if cerr != nil {
-		if err := fail("ceiling", cerr); err != nil {
-			return err
-		}
-	} else {
+	if cok {
 		b.logf("run %d/%d ceiling: %.0f events/s over %d events", run, cfg.Runs, c.rate(), c.events)
 		rep.addCeiling(c)
 	}
 
-	if err := b.waitQuiet(ctx); err != nil {
+	ref, refok, err := drain("reference", func() (drainResult, error) { return b.reference(ctx, cfg.Users, cfg.Events) })
+	if err != nil {
 		return err
 	}
-	runtime.GC()
-	p, perr := b.pipeline(ctx, cfg.Users, cfg.Events)
-	if perr != nil {
-		if err := fail("pipeline", perr); err != nil {
-			return err
+	if refok {
+		b.logf("run %d/%d reference (SET NX EX per event): %.0f events/s, %d of %d records forwarded, redis-server %.2f µs/event",
+			run, cfg.Runs, ref.rate(), int64(ref.outputs), ref.events, ref.redisPerEvent())
+		var ceil *drainResult
+		if cok {
+			ceil = &c
 		}
-	} else {
-		b.logf("run %d/%d pipeline: %.0f events/s over %d events (first record after %v), peak RSS %d MB",
-			run, cfg.Runs, p.rate(), p.events, p.firstConsumed.Round(time.Millisecond), p.peakRSS>>20)
+		rep.addReference(ref, ceil)
+	}
+
+	p, pok, err := drain("pipeline", func() (drainResult, error) { return b.pipeline(ctx, cfg.Users, cfg.Events) })
+	if err != nil {
+		return err
+	}
+	if pok {
+		b.logf("run %d/%d pipeline: %.0f events/s over %d events (first record after %v), peak RSS %d MB, worker %.2f µs/event, redis-server %.2f µs/event",
+			run, cfg.Runs, p.rate(), p.events, p.firstConsumed.Round(time.Millisecond), p.peakRSS>>20, p.cpuPerEvent("worker"), p.redisPerEvent())
 		rep.addPipeline(p)
-		if cerr == nil {
+		if cok {
 			rep.addRatios(c, p)
 		}
+		if refok {
+			rep.addRedisRatio(ref, p)
+		}
 		if cfg.ReplicaAcks {
-			if err := b.waitQuiet(ctx); err != nil {
+			a, ok, err := drain("pipeline with min_replicas_acked", func() (drainResult, error) { return b.pipelineAcked(ctx) })
+			if err != nil {
 				return err
 			}
-			runtime.GC()
-			a, err := b.pipelineAcked(ctx)
-			if err != nil {
-				if err := fail("pipeline with min_replicas_acked", err); err != nil {
-					return err
-				}
-			} else {
+			if ok {
 				b.logf("run %d/%d pipeline with min_replicas_acked=1: %.0f events/s (%.2f of the pipeline's)", run, cfg.Runs, a.rate(), a.rate()/p.rate())
 				rep.addAcked(p, a)
 			}
 		}
 	}
 
-	if err := b.waitQuiet(ctx); err != nil {
+	l, ok, err := measure(ctx, b, fail, "latency", func() (latencyResult, error) { return b.latency(ctx) })
+	if err != nil {
 		return err
 	}
-	runtime.GC()
-	if l, err := b.latency(ctx); err != nil {
-		if err := fail("latency", err); err != nil {
-			return err
-		}
-	} else {
+	if ok {
 		b.logf("run %d/%d latency at %.0f events/s: p50 %.0f ms, p99 %.0f ms, p99.9 %.0f ms (%d outputs)",
 			run, cfg.Runs, l.offered, l.fromProduce.p50, l.fromProduce.p99, l.fromProduce.p999, l.fromProduce.n)
 		rep.addLatency(l)
@@ -431,24 +436,34 @@ func (b *bencher) runOnce(ctx context.Context, rep *Report, run int, growth []in
 
 	for _, u := range growth {
 		if u == cfg.Users && cfg.growthEvents(u) == cfg.Events {
-			if perr == nil {
+			if pok {
 				rep.addGrowth(u, p)
 			}
 			continue
 		}
-		if err := b.waitQuiet(ctx); err != nil {
+		g, ok, err := drain(fmt.Sprintf("growth at %d users", u), func() (drainResult, error) { return b.pipeline(ctx, u, cfg.growthEvents(u)) })
+		if err != nil {
 			return err
 		}
-		runtime.GC()
-		g, err := b.pipeline(ctx, u, cfg.growthEvents(u))
-		if err != nil {
-			if err := fail(fmt.Sprintf("growth at %d users", u), err); err != nil {
-				return err
-			}
-			continue
+		if ok {
+			b.logf("run %d/%d growth %d users: %.0f events/s, peak RSS %d MB", run, cfg.Runs, u, g.rate(), g.peakRSS>>20)
+			rep.addGrowth(u, g)
 		}
-		b.logf("run %d/%d growth %d users: %.0f events/s, peak RSS %d MB", run, cfg.Runs, u, g.rate(), g.peakRSS>>20)
-		rep.addGrowth(u, g)
 	}
 	return nil
+}
+
+// measure runs one measurement m of b when the machine is quiet, after a
+// GC. When m fails, fail records the failure and ok is false; err is
+// non-nil only when the run must stop.
+func measure[T any](ctx context.Context, b *bencher, fail func(what string, err error) error, what string, m func() (T, error)) (r T, ok bool, err error) {
+	if err := b.waitQuiet(ctx); err != nil {
+		return r, false, err
+	}
+	runtime.GC()
+	r, merr := m()
+	if merr != nil {
+		return r, false, fail(what, merr)
+	}
+	return r, true, nil
 }

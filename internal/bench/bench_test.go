@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
 	"os/exec"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/loadgen"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -54,6 +56,9 @@ func TestQuickRun(t *testing.T) {
 		"lat_offered", "lat_p99", "lat_p999", "lat_max", "ready_p99", "hist_p50", "hist_p99", "lat_samples", "lat_worker_cpu",
 		"g1000_eps", "g1000_rss_mb", "g1000_redis_per_1k", "g1000_produce_per_1k", "g1000_batches_per_1k", "g1000_outputs_per_1k",
 		"g5000_eps", "g5000_rss_mb", "g5000_redis_per_1k", "g5000_produce_per_1k", "g5000_batches_per_1k", "g5000_outputs_per_1k",
+		"ceiling_cpu_us", "ref_eps", "ref_ratio", "ref_cpu", "ref_cpu_us", "ref_redis_us", "ref_forwarded_per_1k",
+		"pipeline_worker_us", "pipeline_redis_us", "ratio_redis_cpu",
+		"g1000_redis_us", "g1000_worker_us", "g5000_redis_us", "g5000_worker_us",
 	}
 	for _, key := range positive {
 		f, ok := rep.Figure(key)
@@ -78,6 +83,41 @@ func TestQuickRun(t *testing.T) {
 	if r, p, c := med("ratio"), med("pipeline_eps"), med("ceiling_eps"); math.Abs(r-p/c) > 1e-9 {
 		t.Errorf("ratio %v, want pipeline/ceiling = %v", r, p/c)
 	}
+	if r, ref, c := med("ref_ratio"), med("ref_eps"), med("ceiling_eps"); math.Abs(r-ref/c) > 1e-9 {
+		t.Errorf("ref_ratio %v, want reference/ceiling = %v", r, ref/c)
+	}
+	if r, p, ref := med("ratio_redis_cpu"), med("pipeline_redis_us"), med("ref_redis_us"); math.Abs(r-p/ref) > 1e-9 {
+		t.Errorf("ratio_redis_cpu %v, want pipeline/reference Redis µs per event = %v", r, p/ref)
+	}
+	// The reference forwards each valid event once: the duplicates find
+	// their mark set, and the malformed records go to the dead-letter
+	// topic.
+	kinds := workloadKinds(t, cfg.Users, cfg.Events)
+	forwarded := med("ref_forwarded_per_1k") * float64(cfg.Events) / 1000
+	if forwarded >= float64(cfg.Events) || math.Abs(forwarded-float64(kinds[loadgen.Valid])) > 1e-6 {
+		t.Errorf("reference forwarded %v of %d records, want the %d valid events (%d duplicates, %d malformed)",
+			forwarded, cfg.Events, kinds[loadgen.Valid], kinds[loadgen.Duplicate], kinds[loadgen.Malformed])
+	}
+	commands := map[string]RedisCommands{}
+	for _, c := range rep.RedisCommands {
+		commands[c.Measurement] = c
+	}
+	if len(commands) != 3 {
+		t.Errorf("Redis commands of %d measurements, want 3 (reference, pipeline, 5,000 users): %+v", len(commands), rep.RedisCommands)
+	}
+	// Every record the decoder accepts costs the reference one SET.
+	if set, want := commands["reference"].Median("set"), float64(kinds[loadgen.Valid]+kinds[loadgen.Duplicate])/float64(cfg.Events); math.Abs(set-want) > 1e-9 {
+		t.Errorf("reference: %v SET per event, want %v", set, want)
+	}
+	if n := commands["reference"].Median("evalsha"); n != 0 {
+		t.Errorf("reference: %v EVALSHA per event, want none", n)
+	}
+	if n := commands["pipeline, 1,000 users"].Median("evalsha"); !(n > 0) {
+		t.Errorf("pipeline: %v EVALSHA per event, want some (commands: %+v)", n, rep.RedisCommands)
+	}
+	if n := commands["5,000 users (20,000 events)"].Median("evalsha"); !(n > 0) {
+		t.Errorf("growth at 5,000 users: %v EVALSHA per event, want some (commands: %+v)", n, rep.RedisCommands)
+	}
 	if n := med("lat_samples"); n > float64(cfg.LatencyRate*cfg.LatencyFor.Seconds()) {
 		t.Errorf("%v aggregate outputs measured for %v input events", n, cfg.LatencyRate*cfg.LatencyFor.Seconds())
 	}
@@ -95,9 +135,62 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 	md := rep.Markdown()
-	for _, want := range []string{"Pipeline / ceiling", "PASS", "Targets:", "NOT MEASURED: worker peak RSS at 1,000,000 users"} {
+	for _, want := range []string{"Pipeline / ceiling", "PASS", "Targets:", "NOT MEASURED: worker peak RSS at 1,000,000 users",
+		"Redis CPU per event: pipeline / reference", "| Measurement | set |", "| reference | 0.99"} {
 		if !strings.Contains(md, want) && !(want == "PASS" && strings.Contains(md, "FAIL")) {
 			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
+// workloadKinds counts the records of each kind in the workload of users
+// and events.
+func workloadKinds(t *testing.T, users, events int) map[loadgen.Kind]int {
+	t.Helper()
+	g, err := loadgen.New(workload(users, events))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[loadgen.Kind]int{}
+	for r, ok := g.Next(); ok; r, ok = g.Next() {
+		n[r.Kind]++
+	}
+	return n
+}
+
+func TestParseRedisUse(t *testing.T) {
+	cpu := "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.250001\r\nused_cpu_sys_children:9.000000\r\nused_cpu_user_children:9.000000\r\n" +
+		"used_cpu_sys_main_thread:1.400000\r\nused_cpu_user_main_thread:0.200000\r\n"
+	stats := "# Commandstats\r\ncmdstat_set:calls=10,usec=30,usec_per_call=3.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_EVALSHA:calls=2,usec=90,usec_per_call=45.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_script|load:calls=1,usec=5,usec_per_call=5.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_info:calls=7,usec=70,usec_per_call=10.00,rejected_calls=0,failed_calls=0\r\n"
+	before, err := parseRedisUse(cpu, stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 1750001 * time.Microsecond; before.cpu != want {
+		t.Errorf("cpu %v, want %v (used_cpu_sys + used_cpu_user)", before.cpu, want)
+	}
+	if want := map[string]int64{"set": 10, "evalsha": 2, "script|load": 1}; !maps.Equal(before.calls, want) {
+		t.Errorf("calls %v, want %v (INFO left out)", before.calls, want)
+	}
+	after, err := parseRedisUse(strings.ReplaceAll(cpu, "used_cpu_user:0.250001", "used_cpu_user:1.250001"),
+		strings.ReplaceAll(stats, "cmdstat_set:calls=10,", "cmdstat_set:calls=25,"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := after.since(before)
+	if d.cpu != time.Second || !maps.Equal(d.calls, map[string]int64{"set": 15}) {
+		t.Errorf("delta %v %v, want 1s and 15 SET", d.cpu, d.calls)
+	}
+	for _, bad := range []struct{ cpu, stats string }{
+		{"used_cpu_sys:1.0\r\n", stats},
+		{cpu, "cmdstat_set:usec=3\r\n"},
+		{"used_cpu_sys:x\r\nused_cpu_user:1\r\n", stats},
+	} {
+		if _, err := parseRedisUse(bad.cpu, bad.stats); err == nil {
+			t.Errorf("parseRedisUse(%q, %q): no error", bad.cpu, bad.stats)
 		}
 	}
 }
@@ -333,10 +426,19 @@ func TestTargets(t *testing.T) {
 	r.add("pipeline_eps", "Pipeline", UnitRate, 130_000, targetRate)
 	r.add("pipeline_eps", "Pipeline", UnitRate, 125_000, targetRate)
 	r.add("lat_p99", "p99", UnitMs, 60, targetP99)
+	r.add("ratio_redis_cpu", "Redis ratio", UnitRatio, 1.5, targetRedisCPU)
+	r.add("pipeline_worker_us", "Worker CPU", UnitMicros, 5.01, targetWorkerCPU)
 	lines := r.Targets()
-	if len(lines) != 3 {
-		t.Fatalf("got %d target lines, want 3: %q", len(lines), lines)
+	if len(lines) != 5 {
+		t.Fatalf("got %d target lines, want 5: %q", len(lines), lines)
 	}
+	if !strings.HasPrefix(lines[2], "PASS: Redis ratio 1.50 ratio (target ≤ 1.5;") {
+		t.Errorf("line %q: want PASS at the bound of ≤ 1.5", lines[2])
+	}
+	if !strings.HasPrefix(lines[3], "FAIL: Worker CPU 5.01 µs per event (target ≤ 5;") {
+		t.Errorf("line %q: want FAIL above ≤ 5", lines[3])
+	}
+	lines = append(lines[:2], lines[4:]...)
 	if !strings.HasPrefix(lines[0], "PASS: Pipeline 125,000") {
 		t.Errorf("line %q: want PASS on the median 125,000", lines[0])
 	}

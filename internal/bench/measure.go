@@ -10,9 +10,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/streamworker/streamworker/config"
+	"github.com/streamworker/streamworker/dedupe"
 	"github.com/streamworker/streamworker/loadgen"
+	"github.com/streamworker/streamworker/topics"
 )
 
 // Workload fractions of every measurement (inputs of docs/contract.md with the
@@ -53,14 +57,21 @@ type drainResult struct {
 	// as seen on the worker's metrics (0 when unknown).
 	firstConsumed time.Duration
 	cpu           cpuUse
-	peakRSS       int64         // worker VmHWM, bytes (0 for the ceiling)
+	peakRSS       int64         // worker VmHWM, bytes (0 in this process)
 	produce       produceCounts // produce requests the broker received
-	// From the worker's /metrics (zero for the ceiling).
+	// From the worker's /metrics (zero for the measurements in this
+	// process).
 	redisTrips    float64 // round trips but pings
 	workerBatches float64 // partition batches processed
-	outputs       float64 // output records acknowledged
 	kpromBatches  float64 // streamworker_kafka_produce_batches_total
 	kpromHas      bool    // whether that family was exported
+	// outputs are the output records: those acknowledged, from the
+	// worker's metrics, or, for the measurements in this process, those on
+	// the aggregates topic at the drain.
+	outputs float64
+	// redis is what the bench's redis-server did over the measurement,
+	// from its own INFO.
+	redis redisUse
 }
 
 // rate returns events per second over the whole measurement.
@@ -83,6 +94,27 @@ func (r drainResult) perCPUSecond(names ...string) float64 {
 	return float64(r.events) / (cores * r.cpu.Wall.Seconds())
 }
 
+// cpuPerEvent returns the CPU time the named process used per input event,
+// in microseconds.
+func (r drainResult) cpuPerEvent(name string) float64 {
+	return r.cpu.Cores[name] * r.cpu.Wall.Seconds() * 1e6 / float64(r.events)
+}
+
+// redisPerEvent returns the CPU time redis-server reported (INFO cpu) per
+// input event, in microseconds.
+func (r drainResult) redisPerEvent() float64 {
+	return float64(r.redis.cpu.Microseconds()) / float64(r.events)
+}
+
+// callsPerEvent returns, by command, redis-server's calls per input event.
+func (r drainResult) callsPerEvent() map[string]float64 {
+	m := make(map[string]float64, len(r.redis.calls))
+	for cmd, n := range r.redis.calls {
+		m[cmd] = float64(n) / float64(r.events)
+	}
+	return m
+}
+
 // perThousand returns n per 1000 input events.
 func (r drainResult) perThousand(n float64) float64 { return n * 1000 / float64(r.events) }
 
@@ -91,6 +123,46 @@ func (r drainResult) perThousand(n float64) float64 { return n * 1000 / float64(
 // record per input record, acknowledgements awaited and offsets committed
 // at each poll.
 func (b *bencher) ceiling(ctx context.Context, users, events int) (drainResult, error) {
+	return b.inBench(ctx, users, events, "ceiling", ceilingProc, func(ctx context.Context, c *cluster, group string) error {
+		return pollLoop(ctx, c.seeds, group, c.names.Input, func(recs []*kgo.Record, fs kgo.Fetches) ([]*kgo.Record, error) {
+			fs.EachRecord(func(r *kgo.Record) { recs = append(recs, forward(r, c.names.Aggregates)) })
+			return recs, nil
+		})
+	})
+}
+
+// The names of the bench process in the CPU figures of the in-process
+// measurements.
+const (
+	ceilingProc   = "bench (kfake + copy)"
+	referenceProc = "bench (kfake + reference)"
+)
+
+// reference measures the reference system of the pipeline's Redis and CPU
+// use, in this process: franz-go with one pipelined SET key 1 NX EX per
+// event (dedupe + forward). A consumer group polls the pre-produced workload
+// like the ceiling; for every record the product's decoder yields the event
+// ID and aggregate, which name the dedupe mark the worker would check
+// (dedupe.Keys, the default prefix); the SETs of one poll go to the bench's
+// redis-server in one go-redis pipeline; the records whose SET succeeded
+// are forwarded to the aggregates topic with ProduceSync, and offsets are
+// committed at each poll. The server is flushed first, as for the pipeline.
+func (b *bencher) reference(ctx context.Context, users, events int) (drainResult, error) {
+	if err := b.redis.flush(ctx); err != nil {
+		return drainResult{}, err
+	}
+	rdb := b.redis.client
+	return b.inBench(ctx, users, events, "reference", referenceProc, func(ctx context.Context, c *cluster, group string) error {
+		return dedupeLoop(ctx, c.seeds, group, c.names, rdb)
+	})
+}
+
+// inBench measures loop, a consumer group of this process that reads the
+// pre-produced workload of users and events: from its start until the
+// group's committed offsets reach the log end. loop runs until its context
+// ends. proc names the bench process in the CPU figures; the records on the
+// aggregates topic at the drain are the result's outputs.
+func (b *bencher) inBench(ctx context.Context, users, events int, kind, proc string, loop func(context.Context, *cluster, string) error) (drainResult, error) {
 	c, err := newCluster(ctx, b.cfg.Partitions)
 	if err != nil {
 		return drainResult{}, err
@@ -100,37 +172,62 @@ func (b *bencher) ceiling(ctx context.Context, users, events int) (drainResult, 
 	if err != nil {
 		return drainResult{}, err
 	}
-	group := b.group("ceiling")
+	group := b.group(kind)
 	c.startCounting()
-	meter := startCPU(map[string]int{"bench (kfake + copy)": os.Getpid()})
+	redisBefore, err := b.redis.usage(ctx)
+	if err != nil {
+		return drainResult{}, err
+	}
+	meter := startCPU(map[string]int{proc: os.Getpid(), "redis-server": b.redis.pid()})
 	start := time.Now()
-	cctx, cancel := context.WithCancel(ctx)
+	lctx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
-	go func() { errc <- copyLoop(cctx, c.seeds, group, c.names.Input, c.names.Aggregates) }()
+	go func() { errc <- loop(lctx, c, group) }()
 	end, err := c.waitDrained(ctx, group, ends, drainTimeout, func() error {
 		select {
 		case err := <-errc:
-			return fmt.Errorf("bench: copy stopped: %w", err)
+			return fmt.Errorf("bench: %s loop stopped: %w", kind, err)
 		default:
 			return nil
 		}
 	})
 	cancel()
 	cpu := meter.stop()
-	copyErr := <-errc
+	loopErr := <-errc
 	if err != nil {
-		return drainResult{}, errors.Join(err, copyErr)
+		return drainResult{}, errors.Join(err, loopErr)
 	}
-	return drainResult{
-		events:  total(ends),
-		elapsed: end.Sub(start),
-		cpu:     cpu,
-		produce: c.stopCounting(),
-	}, nil
+	r := drainResult{events: total(ends), elapsed: end.Sub(start), cpu: cpu, produce: c.stopCounting()}
+	if r.redis, err = b.redisSince(ctx, redisBefore); err != nil {
+		return drainResult{}, err
+	}
+	out, err := c.endOffsets(ctx, c.names.Aggregates)
+	if err != nil {
+		return drainResult{}, err
+	}
+	r.outputs = float64(total(out))
+	return r, nil
 }
 
-// copyLoop copies every record of in to out until ctx ends.
-func copyLoop(ctx context.Context, seeds []string, group, in, out string) error {
+// redisSince returns what the bench's redis-server did since before.
+func (b *bencher) redisSince(ctx context.Context, before redisUse) (redisUse, error) {
+	after, err := b.redis.usage(ctx)
+	if err != nil {
+		return redisUse{}, err
+	}
+	return after.since(before), nil
+}
+
+// forward returns a copy of r for topic out.
+func forward(r *kgo.Record, out string) *kgo.Record {
+	return &kgo.Record{Topic: out, Key: r.Key, Value: r.Value, Headers: r.Headers}
+}
+
+// pollLoop polls up to pollRecords records of topic in at a time as
+// consumer group, until ctx ends; handle appends to recs the records to
+// produce for each poll, and pollLoop produces them with ProduceSync, then
+// commits the poll's offsets.
+func pollLoop(ctx context.Context, seeds []string, group, in string, handle func(recs []*kgo.Record, fs kgo.Fetches) ([]*kgo.Record, error)) error {
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(seeds...),
 		kgo.ConsumerGroup(group),
@@ -144,6 +241,14 @@ func copyLoop(ctx context.Context, seeds []string, group, in, out string) error 
 	}
 	defer cl.Close()
 	var recs []*kgo.Record
+	// ended tells an error caused by the end of ctx, the loop's normal
+	// stop, from a failure.
+	ended := func(err error) error {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	for {
 		fs := cl.PollRecords(ctx, pollRecords)
 		if fs.IsClientClosed() || ctx.Err() != nil {
@@ -156,27 +261,67 @@ func copyLoop(ctx context.Context, seeds []string, group, in, out string) error 
 		if fetchErr != nil {
 			return fetchErr
 		}
-		recs = recs[:0]
-		fs.EachRecord(func(r *kgo.Record) {
-			recs = append(recs, &kgo.Record{Topic: out, Key: r.Key, Value: r.Value, Headers: r.Headers})
-		})
+		if recs, err = handle(recs[:0], fs); err != nil {
+			return ended(err)
+		}
 		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			return ended(err)
 		}
 		if err := cl.CommitUncommittedOffsets(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			return ended(err)
 		}
 	}
 }
 
-// pipeline measures the worker as a child process over the pre-produced
-// workload of users and events: from its start to the group's committed
+// dedupeLoop is the reference system's loop (see reference): it forwards to
+// the aggregates topic every record of the input whose dedupe mark a
+// pipelined SET NX EX could create, until ctx ends. A malformed record
+// (rejected by the decoder) sets no mark and is forwarded to the dead-letter
+// topic, as the worker does, so it costs a produce and no Redis command.
+func dedupeLoop(ctx context.Context, seeds []string, group string, names topics.Names, rdb *redis.Client) error {
+	var (
+		dec     topics.Decoder
+		keys    = dedupe.Keys{Prefix: dedupe.DefaultPrefix}
+		ttl     = config.Default().Dedupe.TTL
+		hs      []topics.Header
+		key     []byte
+		pending []*redis.BoolCmd // per record of the poll; nil for a malformed one
+		polled  []*kgo.Record
+	)
+	pipe := rdb.Pipeline()
+	return pollLoop(ctx, seeds, group, names.Input, func(recs []*kgo.Record, fs kgo.Fetches) ([]*kgo.Record, error) {
+		pending, polled = pending[:0], polled[:0]
+		fs.EachRecord(func(r *kgo.Record) {
+			hs = hs[:0]
+			for _, h := range r.Headers {
+				hs = append(hs, topics.Header(h))
+			}
+			polled = append(polled, r)
+			ev, err := dec.Decode(&topics.Record{Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp})
+			if err != nil {
+				pending = append(pending, nil)
+				return
+			}
+			key = keys.AppendSeen(key[:0], ev.AggregateID, ev.ID)
+			pending = append(pending, pipe.SetNX(ctx, string(key), 1, ttl))
+		})
+		if pipe.Len() > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return recs, fmt.Errorf("SET NX pipeline: %w", err)
+			}
+		}
+		for i, r := range polled {
+			switch set := pending[i]; {
+			case set == nil:
+				recs = append(recs, forward(r, names.DLQ))
+			case set.Val():
+				recs = append(recs, forward(r, names.Aggregates))
+			}
+		}
+		return recs, nil
+	})
+}
+
 // pipelineAcked is the pipeline over the main workload with
 // redis.min_replicas_acked = 1: every commit ends with WAIT 1. It runs on a
 // master and a replica of its own, both started for it: a master that once
@@ -199,7 +344,10 @@ func (b *bencher) pipelineAcked(ctx context.Context) (drainResult, error) {
 	return b.pipeline(ctx, b.cfg.Users, b.cfg.Events, "SW_REDIS_MIN_REPLICAS_ACKED=1")
 }
 
-// offsets reaching the log end.
+// pipeline measures the worker as a child process over the pre-produced
+// workload of users and events: from its start to the group's committed
+// offsets reaching the log end. env are more KEY=VALUE entries of the
+// worker's environment.
 func (b *bencher) pipeline(ctx context.Context, users, events int, env ...string) (drainResult, error) {
 	c, err := newCluster(ctx, b.cfg.Partitions)
 	if err != nil {
@@ -215,6 +363,10 @@ func (b *bencher) pipeline(ctx context.Context, users, events int, env ...string
 	}
 	group := b.group("pipeline")
 	c.startCounting()
+	redisBefore, err := b.redis.usage(ctx)
+	if err != nil {
+		return drainResult{}, err
+	}
 	start := time.Now()
 	we := b.workerEnv(c, group)
 	we.extra = append(slices.Clip(we.extra), env...)
@@ -242,6 +394,9 @@ func (b *bencher) pipeline(ctx context.Context, users, events int, env ...string
 	}
 	cpu := meter.stop()
 	r := drainResult{events: total(ends), elapsed: end.Sub(start), firstConsumed: first, cpu: cpu}
+	if r.redis, err = b.redisSince(ctx, redisBefore); err != nil {
+		return drainResult{}, err
+	}
 	if r.peakRSS, err = peakRSS(w.pid()); err != nil {
 		return drainResult{}, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -136,3 +137,72 @@ func freePort() (int, error) {
 
 // tempDir creates a directory for the run's files.
 func tempDir() (string, error) { return os.MkdirTemp("", "swbench-") }
+
+// redisUse is what redis-server reports of its own work, from INFO: the CPU
+// it used (used_cpu_sys + used_cpu_user, microsecond resolution) and the
+// calls of every command (commandstats, by lower-case name such as "set" or
+// "evalsha"; INFO itself left out).
+type redisUse struct {
+	cpu   time.Duration
+	calls map[string]int64
+}
+
+// usage reads the server's CPU time and command counts.
+func (s *redisServer) usage(ctx context.Context) (redisUse, error) {
+	cpu, err := s.client.Info(ctx, "cpu").Result()
+	if err != nil {
+		return redisUse{}, fmt.Errorf("bench: INFO cpu: %w", err)
+	}
+	stats, err := s.client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return redisUse{}, fmt.Errorf("bench: INFO commandstats: %w", err)
+	}
+	return parseRedisUse(cpu, stats)
+}
+
+// parseRedisUse reads the answers of INFO cpu and INFO commandstats.
+func parseRedisUse(cpu, stats string) (redisUse, error) {
+	u := redisUse{calls: map[string]int64{}}
+	var found int
+	for _, line := range strings.Split(cpu, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (k != "used_cpu_sys" && k != "used_cpu_user") {
+			continue
+		}
+		secs, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return redisUse{}, fmt.Errorf("bench: INFO cpu %s: %w", k, err)
+		}
+		u.cpu += time.Duration(math.Round(secs*1e6)) * time.Microsecond // printed to the microsecond
+		found++
+	}
+	if found != 2 {
+		return redisUse{}, fmt.Errorf("bench: INFO cpu lacks used_cpu_sys or used_cpu_user: %q", cpu)
+	}
+	// cmdstat_set:calls=3,usec=12,usec_per_call=4.00,rejected_calls=0,failed_calls=0
+	for _, line := range strings.Split(stats, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd || name == "info" {
+			continue
+		}
+		calls, _, _ := strings.Cut(rest, ",")
+		n, err := strconv.ParseInt(strings.TrimPrefix(calls, "calls="), 10, 64)
+		if err != nil || !strings.HasPrefix(calls, "calls=") {
+			return redisUse{}, fmt.Errorf("bench: INFO commandstats line %q", line)
+		}
+		u.calls[strings.ToLower(name)] = n
+	}
+	return u, nil
+}
+
+// since returns what the server did between before and u.
+func (u redisUse) since(before redisUse) redisUse {
+	d := redisUse{cpu: u.cpu - before.cpu, calls: map[string]int64{}}
+	for cmd, n := range u.calls {
+		if n -= before.calls[cmd]; n > 0 {
+			d.calls[cmd] = n
+		}
+	}
+	return d
+}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"runtime"
@@ -20,19 +21,25 @@ const (
 	UnitCores   = "cores"
 	UnitPer1k   = "per 1000 events"
 	UnitCount   = "count"
+	UnitMicros  = "µs per event"
 )
 
 // Target is a bound a Figure's median must meet.
 type Target struct {
-	// AtLeast is true for "≥ Bound", false for "< Bound".
+	// AtLeast is true for "≥ Bound", false for "< Bound" (or "≤ Bound"
+	// with OrEqual).
 	AtLeast bool
+	OrEqual bool
 	Bound   float64
 }
 
 // Met reports whether v meets the target.
 func (t Target) Met(v float64) bool {
-	if t.AtLeast {
+	switch {
+	case t.AtLeast:
 		return v >= t.Bound
+	case t.OrEqual:
+		return v <= t.Bound
 	}
 	return v < t.Bound
 }
@@ -68,6 +75,9 @@ type Report struct {
 	Figures      []Figure
 	GoBenchmarks []GoBenchmark
 	Profile      *Profile // nil unless Config.CPUProfile was set
+	// RedisCommands are the Redis calls per input event of the
+	// measurements that use Redis, by command.
+	RedisCommands []RedisCommands
 	// Failures lists the measurements that failed; their figures are
 	// missing from the medians.
 	Failures []string
@@ -103,6 +113,85 @@ func (r *Report) add(key, name, unit string, v float64, t *Target) {
 	r.Figures[i].Values = append(r.Figures[i].Values, v)
 }
 
+// RedisCommands is redis-server's calls per input event in one kind of
+// measurement, by command (INFO commandstats: "set", "evalsha", ...), in
+// every run.
+type RedisCommands struct {
+	Measurement string
+	Runs        []map[string]float64
+}
+
+// Median returns the median over the runs of cmd's calls per input event; a
+// run without the command counts as 0.
+func (c RedisCommands) Median(cmd string) float64 {
+	vs := make([]float64, len(c.Runs))
+	for i, m := range c.Runs {
+		vs[i] = m[cmd]
+	}
+	return median(vs)
+}
+
+// addCommands adds one run's Redis calls per input event of measurement.
+func (r *Report) addCommands(measurement string, d drainResult) {
+	for i := range r.RedisCommands {
+		if c := &r.RedisCommands[i]; c.Measurement == measurement {
+			c.Runs = append(c.Runs, d.callsPerEvent())
+			return
+		}
+	}
+	r.RedisCommands = append(r.RedisCommands, RedisCommands{Measurement: measurement, Runs: []map[string]float64{d.callsPerEvent()}})
+}
+
+// minCalls is the calls per input event a command needs, in the median of
+// some measurement, to have a column in CommandsTable.
+const minCalls = 0.01
+
+// scriptCalls are the commands that run a script: INFO commandstats counts
+// both them and the commands their scripts call, so CommandsTable shows them
+// however rarely they run.
+var scriptCalls = []string{"evalsha", "eval", "fcall"}
+
+// CommandsTable returns the Redis calls per input event as a markdown
+// table: a row per measurement, a column per command with more than
+// minCalls calls per event in some row (medians of the runs) and per
+// script-running command called at all, the most called first; "" when no
+// measurement used Redis.
+func (r *Report) CommandsTable() string {
+	most := map[string]float64{}
+	for _, c := range r.RedisCommands {
+		for _, run := range c.Runs {
+			for cmd := range run {
+				if m := c.Median(cmd); m > minCalls || m > 0 && slices.Contains(scriptCalls, cmd) {
+					most[cmd] = max(most[cmd], m)
+				}
+			}
+		}
+	}
+	if len(most) == 0 {
+		return ""
+	}
+	cmds := make([]string, 0, len(most))
+	for cmd := range most {
+		cmds = append(cmds, cmd)
+	}
+	slices.SortFunc(cmds, func(a, b string) int {
+		if d := cmp.Compare(most[b], most[a]); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	var b strings.Builder
+	b.WriteString("| Measurement | " + strings.Join(cmds, " | ") + " |\n|---|" + strings.Repeat("---:|", len(cmds)) + "\n")
+	for _, c := range r.RedisCommands {
+		b.WriteString("| " + c.Measurement + " |")
+		for _, cmd := range cmds {
+			b.WriteString(" " + strconv.FormatFloat(c.Median(cmd), 'g', 3, 64) + " |")
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
 // Target bounds of the product.
 var (
 	targetRatio   = &Target{AtLeast: true, Bound: 0.35}
@@ -110,6 +199,12 @@ var (
 	targetP99     = &Target{AtLeast: false, Bound: 50}
 	targetRSS1M   = &Target{AtLeast: false, Bound: 400}
 	targetRSSUser = 1_000_000
+	// targetRedisCPU bounds redis-server's CPU per input event under the
+	// pipeline, relative to the reference system's.
+	targetRedisCPU = &Target{OrEqual: true, Bound: 1.5}
+	// targetWorkerCPU bounds the worker's CPU per input event, µs, at the
+	// main user count.
+	targetWorkerCPU = &Target{OrEqual: true, Bound: 5}
 )
 
 // cpuOrder is the order of the processes in the CPU rows.
@@ -117,10 +212,26 @@ var cpuOrder = []string{"worker", "redis-server", "bench (kfake)", "other"}
 
 func (r *Report) addCeiling(c drainResult) {
 	r.add("ceiling_eps", "Ceiling: franz-go consume→produce copy, commit per poll", UnitRate, c.rate(), nil)
-	r.add("ceiling_cpu", "Ceiling: CPU of the bench process (kfake + copy)", UnitCores, c.cpu.Cores["bench (kfake + copy)"], nil)
+	r.add("ceiling_cpu", "Ceiling: CPU of the bench process (kfake + copy)", UnitCores, c.cpu.Cores[ceilingProc], nil)
+	r.add("ceiling_cpu_us", "Ceiling: bench process CPU per input event (kfake + copy)", UnitMicros, c.cpuPerEvent(ceilingProc), nil)
 	r.add("ceiling_other_cpu", "Ceiling: CPU of other processes on the machine", UnitCores, c.cpu.Cores["other"], nil)
 	r.add("ceiling_produce_per_1k", "Ceiling: produce requests", UnitPer1k, c.perThousand(float64(c.produce.requests)), nil)
-	r.add("ceiling_eps_cpu", "Ceiling: events per CPU-second (kfake + copy)", UnitRate, c.perCPUSecond("bench (kfake + copy)"), nil)
+	r.add("ceiling_eps_cpu", "Ceiling: events per CPU-second (kfake + copy)", UnitRate, c.perCPUSecond(ceilingProc), nil)
+}
+
+// addReference adds the reference system's figures of one run; c is the
+// same run's ceiling, nil when it failed.
+func (r *Report) addReference(ref drainResult, c *drainResult) {
+	r.add("ref_eps", "Reference: franz-go + pipelined SET NX EX per event (dedupe + forward), commit per poll", UnitRate, ref.rate(), nil)
+	if c != nil {
+		r.add("ref_ratio", "Reference / ceiling", UnitRatio, ref.rate()/c.rate(), nil)
+	}
+	r.add("ref_cpu", "Reference: CPU of the bench process (kfake + reference)", UnitCores, ref.cpu.Cores[referenceProc], nil)
+	r.add("ref_cpu_us", "Reference: bench process CPU per input event (kfake + reference)", UnitMicros, ref.cpuPerEvent(referenceProc), nil)
+	r.add("ref_redis_cpu", "Reference: CPU of redis-server (/proc)", UnitCores, ref.cpu.Cores["redis-server"], nil)
+	r.add("ref_redis_us", "Reference: redis-server CPU per input event (INFO cpu)", UnitMicros, ref.redisPerEvent(), nil)
+	r.add("ref_forwarded_per_1k", "Reference: records forwarded to the aggregates topic", UnitPer1k, ref.perThousand(ref.outputs), nil)
+	r.addCommands("reference", ref)
 }
 
 func (r *Report) addPipeline(p drainResult) {
@@ -140,22 +251,31 @@ func (r *Report) addPipeline(p drainResult) {
 	r.add("pipeline_eps_cpu", "Pipeline: events per CPU-second (worker + redis-server + kfake)", UnitRate, ours, nil)
 	r.add("pipeline_eps_projected", fmt.Sprintf("Pipeline: CPU-bound upper bound on %d dedicated cores (events per CPU-second × %d)", runtime.NumCPU(), runtime.NumCPU()),
 		UnitRate, ours*float64(runtime.NumCPU()), nil)
+	r.add("pipeline_worker_us", "Pipeline: worker CPU per input event (/proc)", UnitMicros, p.cpuPerEvent("worker"), targetWorkerCPU)
+	r.add("pipeline_redis_us", "Pipeline: redis-server CPU per input event (INFO cpu)", UnitMicros, p.redisPerEvent(), nil)
+	r.addCommands("pipeline, "+users+" users", p)
 	if p.workerBatches > 0 {
 		r.add("events_per_batch", "Pipeline: input events per partition batch", UnitCount, float64(p.events)/p.workerBatches, nil)
 		r.add("redis_per_batch", "Pipeline: Redis round trips per partition batch", UnitCount, p.redisTrips/p.workerBatches, nil)
 	}
 }
 
-// addRatios adds the pipeline/ceiling ratios of one run.
 func (r *Report) addAcked(p, a drainResult) {
 	r.add("pipeline_acked_eps", "Pipeline with redis.min_replicas_acked=1 (WAIT 1 on a local replica)", UnitRate, a.rate(), nil)
 	r.add("ratio_acked", "Pipeline with WAIT / without", UnitRatio, a.rate()/p.rate(), nil)
 }
 
+// addRatios adds the pipeline/ceiling ratios of one run.
 func (r *Report) addRatios(c, p drainResult) {
 	r.add("ratio", "Pipeline / ceiling", UnitRatio, p.rate()/c.rate(), targetRatio)
 	r.add("ratio_cpu", "Pipeline / ceiling, per CPU-second", UnitRatio,
 		p.perCPUSecond(cpuOrder[:3]...)/c.perCPUSecond("bench (kfake + copy)"), nil)
+}
+
+// addRedisRatio adds how much more Redis CPU per event the pipeline took
+// than the reference system in one run.
+func (r *Report) addRedisRatio(ref, p drainResult) {
+	r.add("ratio_redis_cpu", "Redis CPU per event: pipeline / reference", UnitRatio, p.redisPerEvent()/ref.redisPerEvent(), targetRedisCPU)
 }
 
 func cpuKey(name string) string {
@@ -183,14 +303,21 @@ func (r *Report) addLatency(l latencyResult) {
 
 func (r *Report) addGrowth(users int, g drainResult) {
 	k := "g" + strconv.Itoa(users) + "_"
-	label := fmt.Sprintf("%s users (%s events): ", fmtInt(float64(users)), fmtInt(float64(g.events)))
+	name := fmt.Sprintf("%s users (%s events)", fmtInt(float64(users)), fmtInt(float64(g.events)))
+	label := name + ": "
 	var rss *Target
 	if users == targetRSSUser {
 		rss = targetRSS1M
 	}
 	r.add(k+"eps", label+"throughput", UnitRate, g.rate(), nil)
+	if users != r.Config.Users || g.events != int64(r.Config.Events) {
+		// Not the pipeline run itself, whose commands are listed already.
+		r.addCommands(name, g)
+	}
 	r.add(k+"rss_mb", label+"worker peak RSS", UnitMB, float64(g.peakRSS)/(1<<20), rss)
 	r.add(k+"redis_per_1k", label+"Redis round trips", UnitPer1k, g.perThousand(g.redisTrips), nil)
+	r.add(k+"redis_us", label+"redis-server CPU per input event (INFO cpu)", UnitMicros, g.redisPerEvent(), nil)
+	r.add(k+"worker_us", label+"worker CPU per input event (/proc)", UnitMicros, g.cpuPerEvent("worker"), nil)
 	r.add(k+"produce_per_1k", label+"produce requests (broker count)", UnitPer1k, g.perThousand(float64(g.produce.requests)), nil)
 	r.add(k+"batches_per_1k", label+"produce partition batches (broker count)", UnitPer1k, g.perThousand(float64(g.produce.batches)), nil)
 	r.add(k+"outputs_per_1k", label+"output records", UnitPer1k, g.perThousand(g.outputs), nil)
@@ -211,7 +338,7 @@ func format(unit string, v float64) string {
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	case UnitMs, UnitPer1k, UnitCount:
 		return strconv.FormatFloat(v, 'f', 1, 64)
-	case UnitSeconds:
+	case UnitSeconds, UnitMicros:
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	}
 	return strconv.FormatFloat(v, 'g', 4, 64)
@@ -235,11 +362,14 @@ func fmtInt(v float64) string {
 	return b.String()
 }
 
-// String returns the target as "≥ 120,000" or "< 50".
+// String returns the target as "≥ 120,000", "< 50" or "≤ 1.5".
 func (t *Target) String() string {
 	op := "<"
-	if t.AtLeast {
+	switch {
+	case t.AtLeast:
 		op = "≥"
+	case t.OrEqual:
+		op = "≤"
 	}
 	if t.Bound >= 1000 {
 		return op + " " + fmtInt(t.Bound)
@@ -314,6 +444,10 @@ func (r *Report) Markdown() string {
 	b.WriteString("\nTargets:\n\n")
 	for _, l := range r.Targets() {
 		b.WriteString("- " + l + "\n")
+	}
+	if t := r.CommandsTable(); t != "" {
+		fmt.Fprintf(&b, "\nRedis calls per input event (INFO commandstats, which also counts the commands a script calls; medians of the runs; "+
+			"the commands above %v calls per event, and %s whenever called):\n\n%s", minCalls, strings.Join(scriptCalls, ", "), t)
 	}
 	if len(r.Failures) > 0 {
 		b.WriteString("\nFailed measurements (their figures are left out of the medians):\n\n")
