@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +62,10 @@ type change struct {
 	// marks are the IDs of the events applied, whose dedupe marks are
 	// written with the state.
 	marks []string
+	// applied holds the marks too once there are more than linearMarks of
+	// them, so that a user with many events in one batch is not checked
+	// against each of its earlier ones
+	applied map[string]struct{}
 	// last is the last event applied, the cause of the coalesced
 	// aggregated output; nil when none was.
 	last *item
@@ -71,8 +76,11 @@ type change struct {
 // from batch to batch, and so is the memory of its output records and
 // values: the client holds them only until the produce returns.
 type batch struct {
-	items   []item
-	changes []*change // reused: the entries past len keep their memory
+	items []item
+	// segments holds the items of the polls merged before the newest
+	// (merge.go), spare the memory of earlier ones
+	segments, spare [][]item
+	changes         []*change // reused: the entries past len keep their memory
 
 	// what load asks the store for
 	need      []string
@@ -109,10 +117,41 @@ func (b *batch) touch(a *aggregate) *change {
 	if c == nil {
 		c = new(change)
 	}
-	*c = change{agg: a, marks: c.marks[:0]} // keep the marks' memory
+	clear(c.applied)
+	*c = change{agg: a, marks: c.marks[:0], applied: c.applied} // keep the marks' memory
 	b.changes = append(b.changes, c)
 	a.change = len(b.changes)
 	return c
+}
+
+// linearMarks is how many marks a change looks through one by one; past
+// it, they are kept in a set as well.
+const linearMarks = 16
+
+// mark records that the event id was applied to the change's aggregate.
+func (c *change) mark(id string) {
+	c.marks = append(c.marks, id)
+	switch n := len(c.marks); {
+	case n > linearMarks+1:
+		c.applied[id] = struct{}{}
+	case n == linearMarks+1:
+		if c.applied == nil {
+			c.applied = make(map[string]struct{}, 2*n)
+		}
+		for _, m := range c.marks {
+			c.applied[m] = struct{}{}
+		}
+	}
+}
+
+// marked reports whether the event id was applied to the change's
+// aggregate in this batch.
+func (c *change) marked(id string) bool {
+	if len(c.marks) > linearMarks {
+		_, ok := c.applied[id]
+		return ok
+	}
+	return slices.Contains(c.marks, id)
 }
 
 // reset forgets the previous batch, keeping its memory.
@@ -126,6 +165,7 @@ func (b *batch) reset() {
 	b.oversize = nil
 	clear(b.items)
 	b.items = b.items[:0]
+	b.resetSegments()
 	clear(b.need[:cap(b.need)])
 	clear(b.marks[:cap(b.marks)])
 	clear(b.out)

@@ -11,3 +11,14 @@ func SetApplyHook(cleanup func(func()), f func(*topics.Event)) {
 	applyHook = f
 	cleanup(func() { applyHook = nil })
 }
+
+// Queued returns the polls waiting in the queue of the input partition id
+// (0 when the worker does not own it).
+func (w *Worker) Queued(id int32) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p := w.parts[id]; p != nil {
+		return len(p.queue)
+	}
+	return 0
+}

@@ -79,6 +79,8 @@ type partition struct {
 	faultAttempts int
 	lastFaultLog  time.Time
 	lastSegment   bool                       // the batch in hand ends the records of one poll (progress.go)
+	merged        int                        // whole polls merged into the batch in hand (merge.go)
+	stashed       []*kgo.Record              // a poll merge took from the queue but left for a batch of its own
 	cur           *kgo.Record                // the record a stage is working on, blamed for a panic
 	curAgg        string                     // its user, once known
 	poison        map[recordKey]*poisonError // records an earlier attempt of the batch failed on
@@ -183,6 +185,10 @@ func (p *partition) run() {
 		case recs := <-p.queue:
 			p.maybeResume()
 			p.process(recs)
+			for p.stashed != nil && !p.stopping() { // a poll merge took but could not merge
+				recs, p.stashed = p.stashed, nil
+				p.process(recs)
+			}
 		case <-tick.C:
 			if p.buf.Len() > 0 {
 				p.process(nil) // give up expired gaps
@@ -234,8 +240,10 @@ func (p *partition) process(recs []*kgo.Record) {
 func (p *partition) processBatch(recs []*kgo.Record) {
 	start := time.Now()
 	conflicts, stackLogged := 0, false
+	p.merged = 0
 	for attempt := 0; ; {
-		err := p.processOnce(recs)
+		var err error
+		recs, err = p.processOnce(recs)
 		if err == nil {
 			break
 		}
@@ -283,8 +291,10 @@ func (p *partition) processBatch(recs []*kgo.Record) {
 	}
 }
 
-// processOnce runs the stages of the pipeline over one batch.
-func (p *partition) processOnce(recs []*kgo.Record) (err error) {
+// processOnce runs the stages of the pipeline over one batch, and over the
+// polls merge adds to it (merge.go); it returns the batch's records,
+// merged ones included.
+func (p *partition) processOnce(recs []*kgo.Record) (all []*kgo.Record, err error) {
 	defer func() { // a panic outside the record stages: retried, reported
 		if v := recover(); v != nil {
 			p.w.m.internalErrors.WithLabelValues("batch").Inc()
@@ -292,6 +302,47 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 		}
 	}()
 	p.b.reset()
+	if err := p.applyRecords(recs); err != nil {
+		return recs, err
+	}
+	for {
+		more := p.merge(len(recs))
+		if more == nil {
+			break
+		}
+		recs = append(recs[:len(recs):len(recs)], more...)
+		if err := p.applyRecords(more); err != nil {
+			return recs, err
+		}
+	}
+	if err := p.guard("process", p.emitAggregates); err != nil {
+		return recs, err
+	}
+	if p.b.oversize != nil {
+		return recs, p.b.oversize
+	}
+	if err := p.produce(); err != nil {
+		return recs, err
+	}
+	crashPoint("produced")
+	if err := p.persist(); err != nil {
+		return recs, err
+	}
+	crashPoint("persisted")
+	p.logReleases()
+	p.b.flush(p.w.m, p.topic)
+	if n := len(recs); n > 0 {
+		p.next = recs[n-1].Offset + 1
+	}
+	p.markDone(recs)
+	p.evict()
+	return recs, nil
+}
+
+// applyRecords runs the record stages over recs: decode, load and
+// sequence. Their changes and outputs join the batch in hand.
+func (p *partition) applyRecords(recs []*kgo.Record) error {
+	p.b.nextSegment()
 	now := p.seqClock()
 	if err := p.guard("decode", func() {
 		for _, r := range recs {
@@ -307,28 +358,7 @@ func (p *partition) processOnce(recs []*kgo.Record) (err error) {
 	if err := p.load(); err != nil {
 		return err
 	}
-	if err := p.guard("process", func() { p.sequenceAll(now) }); err != nil {
-		return err
-	}
-	if p.b.oversize != nil {
-		return p.b.oversize
-	}
-	if err := p.produce(); err != nil {
-		return err
-	}
-	crashPoint("produced")
-	if err := p.persist(); err != nil {
-		return err
-	}
-	crashPoint("persisted")
-	p.logReleases()
-	p.b.flush(p.w.m, p.topic)
-	if n := len(recs); n > 0 {
-		p.next = recs[n-1].Offset + 1
-	}
-	p.markDone(recs)
-	p.evict()
-	return nil
+	return p.guard("process", func() { p.sequenceAll(now) })
 }
 
 // reset forgets every aggregate, buffered event and remembered ID, and

@@ -21,8 +21,9 @@ func (p *partition) markDone(recs []*kgo.Record) {
 	if p.next >= 0 {
 		p.doneOffset = p.next
 	}
-	if len(recs) > 0 && p.lastSegment && len(p.pendingTS) > 0 {
-		p.pendingTS = p.pendingTS[1:]
+	if len(recs) > 0 && p.lastSegment {
+		done := min(1+p.merged, len(p.pendingTS)) // the batch's poll and the polls merged into it
+		p.pendingTS = p.pendingTS[done:]
 	}
 	p.oldest = time.Time{}
 	if len(p.pendingTS) > 0 {

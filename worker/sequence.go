@@ -8,7 +8,6 @@ package worker
 // of the events applied) and its outputs, queued through emit.
 
 import (
-	"slices"
 	"time"
 
 	"github.com/streamworker/streamworker/processors"
@@ -16,8 +15,8 @@ import (
 	"github.com/streamworker/streamworker/topics"
 )
 
-// sequenceAll sequences every item of the batch, gives up the gaps that
-// expired at now, and emits the coalesced aggregated outputs.
+// sequenceAll sequences every item of the batch's newest segment and gives
+// up the gaps that expired at now.
 func (p *partition) sequenceAll(now time.Time) {
 	b := &p.b
 	for i := range b.items {
@@ -31,11 +30,17 @@ func (p *partition) sequenceAll(now time.Time) {
 			p.giveUp(a)
 		}
 	}
-	if p.w.opts.CoalesceAggregates {
-		for _, c := range b.changes {
-			if c.last != nil {
-				p.emitAggregate(c.agg, c.last)
-			}
+}
+
+// emitAggregates emits the coalesced aggregated outputs of the batch: one
+// per aggregate, from its state after the batch's last applied event.
+func (p *partition) emitAggregates() {
+	if !p.w.opts.CoalesceAggregates {
+		return
+	}
+	for _, c := range p.b.changes {
+		if c.last != nil {
+			p.emitAggregate(c.agg, c.last)
 		}
 	}
 }
@@ -48,7 +53,7 @@ func (p *partition) sequence(it *item, now time.Time) {
 	}
 	// Seen in the store, recently applied, or applied earlier in this
 	// batch (the recent front is bounded, a batch's own marks are not).
-	if it.seen || p.recent.Contains(a.id, it.ev.ID) || slices.Contains(p.b.touch(a).marks, it.ev.ID) {
+	if it.seen || p.recent.Contains(a.id, it.ev.ID) || p.b.touch(a).marked(it.ev.ID) {
 		p.b.n.duplicates++
 		return
 	}
@@ -106,7 +111,7 @@ func (p *partition) apply(a *aggregate, it *item) {
 	p.cur, p.curAgg = it.rec, a.id
 	c := p.b.touch(a)
 	c.changed = true
-	c.marks = append(c.marks, it.ev.ID)
+	c.mark(it.ev.ID)
 	p.recent.Add(a.id, it.ev.ID)
 	if it.skip {
 		a.st.AdvanceSequence(it.ev.Sequence)

@@ -1,0 +1,73 @@
+package worker
+
+// Merging. Under a backlog, the next poll of a partition is usually waiting
+// in its queue by the time a batch has been applied. merge lets the batch
+// take it before its outputs and state are written, so that each aggregate's
+// state is written once, with all its marks, and its aggregated output is
+// emitted once, for every event of both polls: the per-aggregate work of a
+// batch (the state's encoding, its store write, the coalesced output) is
+// spread over more events. merge never waits for a poll, so a partition that
+// keeps up writes each poll at once and latency does not change; and it
+// stops once the batch touches many aggregates, where merging would only
+// hold more records in memory for no saving.
+
+import "github.com/twmb/franz-go/pkg/kgo"
+
+const (
+	// mergePolls bounds a batch to this many times kafka.max_poll_records.
+	mergePolls = 4
+	// mergeUsersShare: a batch that touches more than max_poll_records /
+	// mergeUsersShare aggregates takes no further poll.
+	mergeUsersShare = 2
+)
+
+// merge returns the poll waiting in the queue when the batch in hand, of n
+// records, may take it; nil when none is waiting or the batch is full. A
+// poll with a control record needs batches of its own (park.go): merge
+// keeps it in p.stashed for run to process next.
+func (p *partition) merge(n int) []*kgo.Record {
+	limit := max(p.w.opts.MaxPollRecords, 1)
+	if n == 0 || !p.lastSegment || p.stashed != nil || n >= mergePolls*limit ||
+		len(p.b.changes) > limit/mergeUsersShare || p.stopping() {
+		return nil
+	}
+	select {
+	case recs := <-p.queue:
+		p.maybeResume()
+		for _, r := range recs {
+			if _, ok := controlRecord(r); ok {
+				p.stashed = recs
+				return nil
+			}
+		}
+		p.merged++
+		return recs
+	default:
+		return nil
+	}
+}
+
+// nextSegment starts a new segment of items for the records merge added:
+// the items of earlier segments keep their addresses (a change points at
+// its last applied item) until reset.
+func (b *batch) nextSegment() {
+	if len(b.items) == 0 {
+		return
+	}
+	b.segments = append(b.segments, b.items)
+	b.items = nil
+	if n := len(b.spare); n > 0 {
+		b.items, b.spare = b.spare[n-1], b.spare[:n-1]
+	}
+}
+
+// resetSegments forgets the items of every segment but the newest, keeping
+// their memory for the next merge.
+func (b *batch) resetSegments() {
+	for _, seg := range b.segments {
+		clear(seg)
+		b.spare = append(b.spare, seg[:0])
+	}
+	clear(b.segments)
+	b.segments = b.segments[:0]
+}

@@ -1,0 +1,116 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/state"
+	"github.com/streamworker/streamworker/topics"
+	"github.com/streamworker/streamworker/worker"
+)
+
+// writeLog records the marks of every write committed to a store.
+type writeLog struct {
+	state.Store
+	mu     sync.Mutex
+	writes [][]string
+}
+
+func (l *writeLog) Commit(ctx context.Context, writes []state.Write) ([]state.Outcome, error) {
+	out, err := l.Store.Commit(ctx, writes)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, w := range writes {
+		if err == nil && out[i] == state.Committed {
+			l.writes = append(l.writes, slices.Clone(w.Marks))
+		}
+	}
+	return out, err
+}
+
+// TestMergeQueuedPoll: when the next poll is already waiting once a batch
+// has been applied, the batch takes it: the user's state is written once
+// with the marks of both polls, one aggregated output stands for both, and
+// the commit point and the lag figures cover both polls.
+func TestMergeQueuedPoll(t *testing.T) {
+	e := newMemEnv(t, 1)
+	log := &writeLog{Store: e.mem}
+	e.store = log
+	var recs []*kgo.Record
+	for i := 1; i <= 30; i++ {
+		recs = append(recs, activity(fmt.Sprintf("m%d", i), "u-m", i, i))
+	}
+	e.send(recs...)
+
+	opts := e.options(nil)
+	opts.MaxPollRecords = 10
+	var r *running
+	// Hold the first batch until the second poll is waiting in the queue.
+	worker.SetApplyHook(t.Cleanup, func(ev *topics.Event) {
+		if ev.ID == "m1" {
+			testenv.Eventually(t, 10*time.Second, func() bool { return r.w.Queued(0) > 0 }, "the second poll never queued")
+		}
+	})
+	r = e.start(opts)
+	e.waitDrained(30 * time.Second)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		return metric(r.reg, "streamworker_consumer_lag_seconds") == 0
+	}, "lag in seconds stays above 0 after the drain")
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	log.mu.Lock()
+	writes := log.writes
+	log.mu.Unlock()
+	var all []string
+	for _, m := range writes {
+		all = append(all, m...)
+	}
+	if len(writes) == 0 || len(writes[0]) < 20 || len(all) != 30 || len(slices.Compact(slices.Sorted(slices.Values(all)))) != 30 {
+		t.Fatalf("writes %v; want the first to hold the marks of both polls, and every event marked once", writes)
+	}
+	if got := e.decoded("u-m"); got.TotalActivity != 30 || got.LastSequence != 30 {
+		t.Fatalf("state %+v; want 30 events applied once", got.Snapshot("u-m"))
+	}
+	var causes []string
+	for _, o := range e.outputs(e.names.Aggregates) {
+		causes = append(causes, o.env.Metadata.CausationID)
+	}
+	if len(causes) != len(writes) || causes[0] != writes[0][len(writes[0])-1] || causes[len(causes)-1] != "m30" {
+		t.Fatalf("aggregated outputs caused by %v; want one per write %v, from its last event", causes, writes)
+	}
+}
+
+// TestManyEventsOfOneUserInABatch: past linearMarks events of one user in
+// a batch, the batch's own marks are looked up in a set: a repeat of an
+// early event is still dropped as a duplicate.
+func TestManyEventsOfOneUserInABatch(t *testing.T) {
+	e := newMemEnv(t, 1)
+	var recs []*kgo.Record
+	for i := 1; i <= 40; i++ {
+		recs = append(recs, activity(fmt.Sprintf("d%d", i), "u-d", i, i))
+	}
+	recs = append(recs, activity("d3", "u-d", 3, 3), activity("d39", "u-d", 39, 39))
+	e.send(recs...)
+	opts := e.options(nil)
+	opts.RecentSize = 0 // only the batch's own marks can tell
+	r := e.start(opts)
+	e.waitDrained(30 * time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.decoded("u-d"); got.TotalActivity != 40 || got.LastSequence != 40 {
+		t.Fatalf("state %+v; want 40 events applied once", got.Snapshot("u-d"))
+	}
+	if got := metric(r.reg, "streamworker_events_duplicate_total"); got != 2 {
+		t.Fatalf("%v duplicates counted; want 2", got)
+	}
+}
