@@ -112,6 +112,16 @@ func NewBuffer[T any](cfg Config) *Buffer[T] {
 	return &Buffer[T]{cfg: cfg.withDefaults(), aggs: make(map[string]*aggregate[T])}
 }
 
+// Holds reports whether the event id of aggregate agg is buffered, in
+// O(events buffered for agg).
+func (b *Buffer[T]) Holds(agg, id string) bool {
+	if b.n == 0 {
+		return false
+	}
+	a := b.aggs[agg]
+	return a != nil && slices.ContainsFunc(a.live(), func(e entry[T]) bool { return e.id == id })
+}
+
 // Add buffers the event id of aggregate agg with sequence seq, read from the
 // record at offset whose size in bytes is size, at time now. The caller adds
 // only events Classify says to buffer (seq > expected). The gap timer of agg
@@ -122,17 +132,14 @@ func (b *Buffer[T]) Add(agg string, seq int64, id string, offset int64, size int
 	a := b.aggs[agg]
 	i := 0
 	if a != nil {
-		live := a.live()
-		for j := range live {
-			if live[j].id == id {
-				return Duplicate
-			}
+		if b.Holds(agg, id) {
+			return Duplicate
 		}
 		var found bool
 		if i, found = a.find(seq); found {
 			return Conflict
 		}
-		if len(live) >= b.cfg.MaxPerAggregate {
+		if len(a.live()) >= b.cfg.MaxPerAggregate {
 			return FullAggregate
 		}
 	}

@@ -114,3 +114,29 @@ func TestManyEventsOfOneUserInABatch(t *testing.T) {
 		t.Fatalf("%v duplicates counted; want 2", got)
 	}
 }
+
+// TestReusedIDHeldThenApplied: an event ID sent twice with two sequences,
+// the higher one first (held for the gap before it), is applied once. The
+// second copy is a duplicate of a buffered event and is dropped, so the gap
+// it would have filled is given up; it used to be applied too, and its ID
+// marked twice in one write (which Redis rejects on every retry).
+func TestReusedIDHeldThenApplied(t *testing.T) {
+	e := newMemEnv(t, 1)
+	e.send(activity("r1", "u-r", 1, 1), activity("rx", "u-r", 4, 4), activity("rx", "u-r", 2, 2), activity("r3", "u-r", 3, 3))
+	opts := e.options(nil)
+	opts.Sequencing.GapTimeout = 500 * time.Millisecond
+	r := e.start(opts)
+	e.waitDrained(30 * time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.decoded("u-r"); got.TotalActivity != 3 || got.LastSequence != 4 {
+		t.Fatalf("state %+v; want r1, rx, r3 applied once and sequence 4 passed", got.Snapshot("u-r"))
+	}
+	if got := metric(r.reg, "streamworker_events_duplicate_total"); got != 1 {
+		t.Fatalf("%v duplicates counted; want 1", got)
+	}
+	if gaps := e.gapRecords(); len(gaps) != 1 || gaps[0].Expected != 2 || gaps[0].ResumedAt != 3 {
+		t.Fatalf("gaps %+v; want the gap at 2 given up, resumed at 3", gaps)
+	}
+}

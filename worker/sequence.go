@@ -51,9 +51,10 @@ func (p *partition) sequence(it *item, now time.Time) {
 	if p.parkSequence(a, it, now) {
 		return
 	}
-	// Seen in the store, recently applied, or applied earlier in this
-	// batch (the recent front is bounded, a batch's own marks are not).
-	if it.seen || p.recent.Contains(a.id, it.ev.ID) || p.b.touch(a).marked(it.ev.ID) {
+	// Seen in the store, recently applied, applied earlier in this batch
+	// (the recent front is bounded, a batch's own marks are not), or
+	// held in the reorder buffer under another sequence.
+	if it.seen || p.recent.Contains(a.id, it.ev.ID) || p.b.touch(a).marked(it.ev.ID) || p.buf.Holds(a.id, it.ev.ID) {
 		p.b.n.duplicates++
 		return
 	}
