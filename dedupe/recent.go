@@ -42,18 +42,22 @@ func (r *Recent) Contains(agg, id string) bool {
 // a pair already held does nothing (it keeps its place in the eviction
 // order).
 func (r *Recent) Add(agg, id string) {
-	if cap(r.ring) == 0 || r.Contains(agg, id) {
+	if cap(r.ring) == 0 {
 		return
 	}
 	p := pair{agg, id}
+	n := len(r.set)
+	r.set[p] = struct{}{} // one lookup both tells whether p is held and adds it
+	if len(r.set) == n {
+		return
+	}
 	if len(r.ring) < cap(r.ring) {
 		r.ring = append(r.ring, p)
-	} else {
-		delete(r.set, r.ring[r.next])
-		r.ring[r.next] = p
-		r.next = (r.next + 1) % len(r.ring)
+		return
 	}
-	r.set[p] = struct{}{}
+	delete(r.set, r.ring[r.next])
+	r.ring[r.next] = p
+	r.next = (r.next + 1) % len(r.ring)
 }
 
 // Len returns the number of pairs held.

@@ -11,6 +11,14 @@ import (
 	"github.com/streamworker/streamworker/state"
 )
 
+// mayBeApplied reports whether it's event may have been applied to a
+// already: it has no sequence, or one a's state has passed. Applying a
+// sequenced event moves the state's last sequence to it, so an event above
+// that was never applied.
+func mayBeApplied(a *aggregate, it *item) bool {
+	return it.ev.Sequence <= 0 || it.ev.Sequence <= a.st.LastSequence
+}
+
 // load fetches the state of every aggregate of the batch not in the cache
 // and the dedupe marks of every event that might have been applied already.
 // An event whose sequence is above its aggregate's last applied one cannot
@@ -34,13 +42,11 @@ func (p *partition) load() error {
 		if it.kind == parkUser || it.kind == releaseUser {
 			continue // no event of its own
 		}
-		if p.recent.Contains(a.id, it.ev.ID) {
+		if a.loaded && !mayBeApplied(a, it) || p.recent.Contains(a.id, it.ev.ID) {
 			continue
 		}
-		if !a.loaded || it.ev.Sequence == 0 || it.ev.Sequence <= a.st.LastSequence {
-			marks = append(marks, state.Mark{Aggregate: a.id, EventID: it.ev.ID})
-			markItems = append(markItems, i)
-		}
+		marks = append(marks, state.Mark{Aggregate: a.id, EventID: it.ev.ID})
+		markItems = append(markItems, i)
 	}
 	if len(need) == 0 && len(marks) == 0 {
 		return nil
