@@ -399,24 +399,48 @@ func ceil(v float64) int { return int(math.Ceil(v - 1e-9)) }
 // each cell with its arithmetic.
 func (s Sizing) Markdown(rates []float64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Per input event: worker %.2f µs of CPU (%s events per worker core-second); "+
-		"Redis %.2f µs of CPU over all masters, the busiest master %.2f × the mean.\n"+
-		"Masters = ⌈rate × %.2f µs × %.2f / (%.2f × 10⁶ µs)⌉ (a master is one command thread, kept below %.0f%% of a core); "+
-		"worker cores = ⌈rate × %.2f µs / (%.2f × 10⁶ µs)⌉ (kept below %.0f%%); "+
-		"worker processes of %d cores = ⌈worker cores / %d⌉; input partitions = processes × %[13]d (one per worker core, the same count per process).\n\n",
-		s.WorkerMicros, fmtInt(1e6/s.WorkerMicros), s.RedisMicros, s.Skew,
-		s.RedisMicros, s.Skew, s.ShardLoad, 100*s.ShardLoad,
-		s.WorkerMicros, s.WorkerLoad, 100*s.WorkerLoad, s.CoresPerWorker, s.CoresPerWorker)
+	w, rd, k, sl, wl := num(s.WorkerMicros), num(s.RedisMicros), num(s.Skew), num(s.ShardLoad), num(s.WorkerLoad)
+	fmt.Fprintf(&b, "Per input event: worker %s µs of CPU (%s events per worker core-second); "+
+		"Redis %s µs of CPU over all masters, the busiest master %s × the mean.\n", w, fmtInt(1e6/s.WorkerMicros), rd, k)
+	fmt.Fprintf(&b, "Masters = ⌈rate × %s µs × %s / (%s × 10⁶ µs)⌉ (a master runs commands on one thread, kept below %.0f%% of a core); "+
+		"worker cores = ⌈rate × %s µs / (%s × 10⁶ µs)⌉ (kept below %.0f%%); ", rd, k, sl, 100*s.ShardLoad, w, wl, 100*s.WorkerLoad)
+	fmt.Fprintf(&b, "worker processes of %d cores = ⌈worker cores / %d⌉; input partitions = processes × %d "+
+		"(one per worker core, the same count per process).\n\n", s.CoresPerWorker, s.CoresPerWorker, s.CoresPerWorker)
 	b.WriteString("| Input events/s | Redis CPU (cores) | Redis masters (1 core each) | Worker CPU (cores) | Worker cores | Worker processes | Input partitions |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, rate := range rates {
 		r := s.Row(rate)
-		fmt.Fprintf(&b, "| %s | %s × %.2f µs = %.2f | %.2f × %.2f / %.2f → **%d** | %s × %.2f µs = %.2f | %.2f / %.2f → **%d** | ⌈%d / %d⌉ = **%d** | %d × %d = **%d** |\n",
-			fmtInt(rate), fmtInt(rate), s.RedisMicros, r.RedisCores, r.RedisCores, s.Skew, s.ShardLoad, r.Masters,
-			fmtInt(rate), s.WorkerMicros, r.WorkerCPU, r.WorkerCPU, s.WorkerLoad, r.WorkerCores,
-			r.WorkerCores, s.CoresPerWorker, r.Workers, r.Workers, s.CoresPerWorker, r.Partitions)
+		x := fmtInt(rate)
+		fmt.Fprintf(&b, "| %s | %s × %s µs = %.2f | %.2f × %s / %s = %.2f → **%d** ", x, x, rd, r.RedisCores, r.RedisCores, k, sl, r.RedisCores*s.Skew/s.ShardLoad, r.Masters)
+		fmt.Fprintf(&b, "| %s × %s µs = %.2f | %.2f / %s = %.2f → **%d** ", x, w, r.WorkerCPU, r.WorkerCPU, wl, r.WorkerCPU/s.WorkerLoad, r.WorkerCores)
+		fmt.Fprintf(&b, "| ⌈%d / %d⌉ = **%d** | %d × %d = **%d** |\n", r.WorkerCores, s.CoresPerWorker, r.Workers, r.Workers, s.CoresPerWorker, r.Partitions)
 	}
 	return b.String()
+}
+
+// num prints v with up to 4 significant digits, as the sizing's inputs are
+// given.
+func num(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
+
+// round2 rounds v to 2 decimals, as the report prints µs and ratios.
+func round2(v float64) float64 { return math.Round(v*100) / 100 }
+
+// ParseSizing returns DefaultSizing of "WORKER_US,REDIS_US,SKEW" (the
+// figures a --cluster-shards run reports).
+func ParseSizing(s string) (Sizing, error) {
+	f := strings.Split(s, ",")
+	if len(f) != 3 {
+		return Sizing{}, fmt.Errorf("%w: sizing %q: want WORKER_US,REDIS_US,SKEW", ErrInvalidConfig, s)
+	}
+	var v [3]float64
+	for i, x := range f {
+		n, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+		if err != nil || !(n > 0) || math.IsInf(n, 0) {
+			return Sizing{}, fmt.Errorf("%w: sizing %q: %q is not a positive number", ErrInvalidConfig, s, x)
+		}
+		v[i] = n
+	}
+	return DefaultSizing(v[0], v[1], v[2]), nil
 }
 
 // sizingSection returns the sizing table from the medians of the Redis
@@ -428,7 +452,8 @@ func (r *Report) sizingSection() string {
 	if !ok1 || !ok2 || !ok3 {
 		return ""
 	}
-	s := DefaultSizing(w.Median(), rd.Median(), k.Median())
-	return fmt.Sprintf("\nSizing on a Redis Cluster, from the medians of the Redis Cluster of %d masters above (commit %s):\n\n%s",
-		r.Config.ClusterShards, r.Commit, s.Markdown(SizingRates))
+	s := DefaultSizing(round2(w.Median()), round2(rd.Median()), round2(k.Median()))
+	return fmt.Sprintf("\nSizing on a Redis Cluster, from the medians of the Redis Cluster of %d masters above (commit %s; "+
+		"`swbench --sizing %s,%s,%s` prints it again):\n\n%s",
+		r.Config.ClusterShards, r.Commit, num(s.WorkerMicros), num(s.RedisMicros), num(s.Skew), s.Markdown(SizingRates))
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"math"
 	"os/exec"
 	"strconv"
@@ -76,7 +77,7 @@ func TestClusterShardsQuick(t *testing.T) {
 		t.Errorf("the commands table has %v EVALSHA per event on the Cluster, the figure %v", one, med("cluster_evalsha"))
 	}
 	md := rep.Markdown()
-	for _, want := range []string{"Sizing on a Redis Cluster", "| 10,000,000 |", "Redis Cluster of 3 masters: master 3 (slots 10922–16383) Redis CPU"} {
+	for _, want := range []string{"Sizing on a Redis Cluster", "`swbench --sizing ", "| 10,000,000 |", "Redis Cluster of 3 masters: master 3 (slots 10922–16383) Redis CPU"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -108,9 +109,18 @@ func TestSizing(t *testing.T) {
 		}
 	}
 	md := s.Markdown([]float64{1_000_000})
-	for _, want := range []string{"| 1,000,000 | 1,000,000 × 10.00 µs = 10.00 | 10.00 × 1.05 / 0.70 → **15** |", "⌈9 / 4⌉ = **3** | 3 × 4 = **12** |"} {
+	for _, want := range []string{"| 1,000,000 | 1,000,000 × 10 µs = 10.00 | 10.00 × 1.05 / 0.7 = 15.00 → **15** |",
+		"| 1,000,000 × 6 µs = 6.00 | 6.00 / 0.7 = 8.57 → **9** | ⌈9 / 4⌉ = **3** | 3 × 4 = **12** |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("sizing table lacks %q:\n%s", want, md)
+		}
+	}
+	if p, err := ParseSizing("6, 10,1.05"); err != nil || p != s {
+		t.Errorf("ParseSizing = %+v, %v; want %+v", p, err, s)
+	}
+	for _, bad := range []string{"", "6,10", "6,10,x", "6,-1,1", "6,10,1,4"} {
+		if _, err := ParseSizing(bad); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("ParseSizing(%q) = %v, want ErrInvalidConfig", bad, err)
 		}
 	}
 }
