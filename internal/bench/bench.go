@@ -25,6 +25,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -100,6 +101,11 @@ type Config struct {
 	// redis-server (started for that measurement only), to measure what
 	// the WAIT at the end of every commit costs.
 	ReplicaAcks bool
+	// ClusterShards, when above 0, adds to every run the pipeline on a
+	// Redis Cluster of that many masters (no replicas), with each master's
+	// CPU and commands from its INFO, and the sizing they imply
+	// (clustershards.go).
+	ClusterShards int
 }
 
 // Default returns the configuration of `make bench`: 3 runs over 1M events
@@ -198,6 +204,9 @@ func (c Config) validate() error {
 	if c.LatencyRate < 0 || c.LatencyFor < 0 || int(c.LatencyRate*c.LatencyFor.Seconds()) < 1 {
 		bad("latency run of %v at %v events/s has no events", c.LatencyFor, c.LatencyRate)
 	}
+	if c.ClusterShards < 0 || c.ClusterShards > maxClusterShards {
+		bad("cluster shards %d: want 0 to %d", c.ClusterShards, maxClusterShards)
+	}
 	if c.CommitInterval < 0 {
 		bad("commit interval %v", c.CommitInterval)
 	}
@@ -221,6 +230,9 @@ type bencher struct {
 	redis  *redisServer
 	http   *http.Client // scrapes the workers' /metrics
 	groups atomic.Int64
+
+	// redisSeeds, when set, is the workers' redis.addr instead of redis's.
+	redisSeeds string
 }
 
 // group returns a new consumer group name.
@@ -231,7 +243,7 @@ func (b *bencher) group(kind string) string {
 // workerEnv returns the environment of a worker child on cluster c.
 func (b *bencher) workerEnv(c *cluster, group string) workerEnv {
 	return workerEnv{bin: b.worker, dir: b.dir, seeds: c.seeds, names: c.names, group: group,
-		redis: b.redis.addr, commitIv: b.cfg.CommitInterval, http: b.http, extra: b.cfg.WorkerEnv,
+		redis: cmp.Or(b.redisSeeds, b.redis.addr), commitIv: b.cfg.CommitInterval, http: b.http, extra: b.cfg.WorkerEnv,
 		pprof: b.cfg.WorkerProfiles != ""}
 }
 
@@ -421,6 +433,12 @@ func (b *bencher) runOnce(ctx context.Context, rep *Report, run int, growth []in
 				b.logf("run %d/%d pipeline with min_replicas_acked=1: %.0f events/s (%.2f of the pipeline's)", run, cfg.Runs, a.rate(), a.rate()/p.rate())
 				rep.addAcked(p, a)
 			}
+		}
+	}
+
+	if pok && cfg.ClusterShards > 0 {
+		if err := b.clusterShards(ctx, rep, run, p, fail); err != nil {
+			return err
 		}
 	}
 

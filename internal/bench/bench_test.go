@@ -36,18 +36,7 @@ func TestQuickRun(t *testing.T) {
 	cfg.GrowthUsers = []int{5_000}
 	cfg.GrowthEvents = 20_000
 	cfg.ReplicaAcks = true
-	// Built outside the run's deadline: a cold build cache can take
-	// longer than the whole measurement.
-	cfg.WorkerBinary = testenv.BuildBinary(t, "github.com/streamworker/streamworker/cmd/streamworker")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	rep, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Failures) > 0 {
-		t.Fatalf("failed measurements: %q", rep.Failures)
-	}
+	rep := runAll(t, cfg, 2*time.Minute)
 
 	positive := []string{
 		"ceiling_eps", "ceiling_eps_cpu", "pipeline_eps", "ratio", "pipeline_steady_eps", "pipeline_first_s",
@@ -158,6 +147,24 @@ func workloadKinds(t *testing.T, users, events int) map[loadgen.Kind]int {
 	return n
 }
 
+// runAll runs cfg within timeout with a worker built beforehand (a cold
+// build cache can take longer than the whole measurement) and fails t
+// unless every measurement ran.
+func runAll(t *testing.T, cfg Config, timeout time.Duration) *Report {
+	t.Helper()
+	cfg.WorkerBinary = testenv.BuildBinary(t, "github.com/streamworker/streamworker/cmd/streamworker")
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Failures) > 0 {
+		t.Fatalf("failed measurements: %q", rep.Failures)
+	}
+	return rep
+}
+
 func TestParseRedisUse(t *testing.T) {
 	cpu := "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.250001\r\nused_cpu_sys_children:9.000000\r\nused_cpu_user_children:9.000000\r\n" +
 		"used_cpu_sys_main_thread:1.400000\r\nused_cpu_user_main_thread:0.200000\r\n"
@@ -207,6 +214,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no latency events", func(c *Config) { c.LatencyRate = 0.1; c.LatencyFor = time.Second }, "latency run"},
 		{"too many users", func(c *Config) { c.GrowthUsers = []int{2_000_000} }, "users 2000000"},
 		{"no partitions", func(c *Config) { c.Partitions = -3 }, "partitions -3"},
+		{"too many cluster shards", func(c *Config) { c.ClusterShards = 17 }, "cluster shards 17"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

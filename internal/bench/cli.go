@@ -34,9 +34,20 @@ func Main(ctx context.Context, args []string) int {
 	profiles := fs.String("worker-profiles", "", "write CPU (first --profile-for) and heap profiles of every pipeline run's worker into this directory")
 	profileFor := fs.Duration("profile-for", 5*time.Second, "duration of the worker CPU profiles")
 	acks := fs.Bool("replica-acks", d.ReplicaAcks, "also run the pipeline with redis.min_replicas_acked=1 against a replica (off with --quick unless set)")
+	shards := fs.Int("cluster-shards", d.ClusterShards, "also run the pipeline on a Redis Cluster of this many masters (no replicas), with each master's INFO cpu and commandstats, and print the sizing they imply (0: off)")
+	sizing := fs.String("sizing", "", "print the sizing table of WORKER_US,REDIS_US,SKEW (worker and Redis CPU per event and busiest master / mean, as a --cluster-shards run reports them) and exit")
 	gobench := fs.Bool("gobench", d.GoBench, "run the Go micro-benchmarks of the hot path (off with --quick unless set)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *sizing != "" {
+		s, err := ParseSizing(*sizing)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "swbench: --sizing:", err)
+			return 2
+		}
+		fmt.Print(s.Markdown(SizingRates))
+		return 0
 	}
 
 	cfg := d
@@ -77,6 +88,7 @@ func Main(ctx context.Context, args []string) int {
 		return 2
 	}
 	cfg.CPUProfile = *cpuprofile
+	cfg.ClusterShards = *shards
 	cfg.WorkerProfiles, cfg.ProfileFor = *profiles, *profileFor
 	for _, kv := range workerEnv {
 		if !strings.Contains(kv, "=") {

@@ -449,6 +449,7 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "\nRedis calls per input event (INFO commandstats, which also counts the commands a script calls; medians of the runs; "+
 			"the commands above %v calls per event, and %s whenever called):\n\n%s", minCalls, strings.Join(scriptCalls, ", "), t)
 	}
+	b.WriteString(r.sizingSection())
 	if len(r.Failures) > 0 {
 		b.WriteString("\nFailed measurements (their figures are left out of the medians):\n\n")
 		for _, f := range r.Failures {
