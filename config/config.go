@@ -273,7 +273,7 @@ func Default() Config {
 			ReplicaAckTimeout: time.Second,
 		},
 		Dedupe: Dedupe{TTL: state.DefaultMarkTTL, RecentSize: 10_000},
-		State:  State{CacheSize: 50_000},
+		State:  State{CacheSize: 25_000},
 		Sequencing: Sequencing{
 			GapTimeout:           seq.GapTimeout,
 			MaxBuffered:          seq.MaxPerAggregate,

@@ -78,8 +78,8 @@ type change struct {
 type batch struct {
 	items []item
 	// segments holds the items of the polls merged before the newest
-	// (merge.go), spare the memory of earlier ones
-	segments, spare [][]item
+	// (merge.go)
+	segments [][]item
 	changes         []*change // reused: the entries past len keep their memory
 
 	// what load asks the store for
@@ -124,6 +124,10 @@ func (b *batch) touch(a *aggregate) *change {
 	return c
 }
 
+// keptMarks bounds the marks whose memory a change keeps for the next
+// batch.
+const keptMarks = 256
+
 // linearMarks is how many marks a change looks through one by one; past
 // it, they are kept in a set as well.
 const linearMarks = 16
@@ -160,6 +164,9 @@ func (b *batch) reset() {
 		c.agg.change = 0
 		clear(c.marks)
 		c.agg, c.last = nil, nil
+		if len(c.marks) > keptMarks { // one hot user's batch: do not hold its memory for good
+			c.marks, c.applied = nil, nil
+		}
 	}
 	b.changes = b.changes[:0]
 	b.oversize = nil

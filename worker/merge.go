@@ -49,25 +49,26 @@ func (p *partition) merge(n int) []*kgo.Record {
 
 // nextSegment starts a new segment of items for the records merge added:
 // the items of earlier segments keep their addresses (a change points at
-// its last applied item) until reset.
-func (b *batch) nextSegment() {
+// its last applied item) until reset drops them. A merged segment's memory
+// is not kept for the next merge, so that merging at the start of a run,
+// when polls are small, does not hold it for good.
+func (b *batch) nextSegment(records int) {
 	if len(b.items) == 0 {
 		return
 	}
 	b.segments = append(b.segments, b.items)
-	b.items = nil
-	if n := len(b.spare); n > 0 {
-		b.items, b.spare = b.spare[n-1], b.spare[:n-1]
-	}
+	b.items = make([]item, 0, records)
 }
 
-// resetSegments forgets the items of every segment but the newest, keeping
-// their memory for the next merge.
+// resetSegments drops the items of every segment but the newest, and makes
+// the first segment, whose memory is reused, the batch's items again.
 func (b *batch) resetSegments() {
-	for _, seg := range b.segments {
-		clear(seg)
-		b.spare = append(b.spare, seg[:0])
+	if len(b.segments) == 0 {
+		return
 	}
+	first := b.segments[0]
+	clear(first)
+	b.items = first[:0]
 	clear(b.segments)
 	b.segments = b.segments[:0]
 }

@@ -342,7 +342,7 @@ func (p *partition) processOnce(recs []*kgo.Record) (all []*kgo.Record, err erro
 // applyRecords runs the record stages over recs: decode, load and
 // sequence. Their changes and outputs join the batch in hand.
 func (p *partition) applyRecords(recs []*kgo.Record) error {
-	p.b.nextSegment()
+	p.b.nextSegment(len(recs))
 	now := p.seqClock()
 	if err := p.guard("decode", func() {
 		for _, r := range recs {
