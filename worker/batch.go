@@ -80,7 +80,7 @@ type batch struct {
 	// segments holds the items of the polls merged before the newest
 	// (merge.go)
 	segments [][]item
-	changes         []*change // reused: the entries past len keep their memory
+	changes  []*change // reused: the entries past len keep their memory
 
 	// what load asks the store for
 	need      []string
