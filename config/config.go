@@ -244,7 +244,7 @@ func Default() Config {
 			ClientID:               "streamworker",
 			StartOffset:            "earliest",
 			CommitInterval:         time.Second,
-			MaxPollRecords:         5000,
+			MaxPollRecords:         10000,
 			FetchMaxPartitionBytes: 512 * KiB,
 			FetchMinBytes:          16 * KiB,
 			FetchMaxWait:           10 * time.Millisecond,

@@ -14,21 +14,40 @@ package worker
 import "github.com/twmb/franz-go/pkg/kgo"
 
 const (
-	// mergePolls bounds a batch to this many times kafka.max_poll_records.
-	mergePolls = 4
-	// mergeUsersShare: a batch that touches more than max_poll_records /
-	// mergeUsersShare aggregates takes no further poll.
-	mergeUsersShare = 2
+	// batchRecords bounds the records a batch starts with: a poll of more
+	// (kafka.max_poll_records is up to 10000, so that a poll takes all a
+	// fetch holds of a partition, which is dropped and fetched again when
+	// the partition pauses) is cut into batches of at most this many.
+	batchRecords = 5000
+	// mergeRecords bounds the records of a batch, merged polls included.
+	mergeRecords = 4 * batchRecords
+	// mergeUsers: a batch that touches more aggregates takes no more
+	// records.
+	mergeUsers = batchRecords / 2
+	// mergeEventsPerUser: a batch whose events are fewer than this many
+	// per aggregate touched takes no more records: with many users and few
+	// events each, merging saves few writes and holds more memory.
+	mergeEventsPerUser = 2
 )
 
-// merge returns the poll waiting in the queue when the batch in hand, of n
-// records, may take it; nil when none is waiting or the batch is full. A
+// merge returns more records for the batch in hand, of n records: the
+// rest of its poll, or else the next poll waiting in the queue, when the
+// batch may take them; nil when none are there or the batch is full. A
 // poll with a control record needs batches of its own (park.go): merge
 // keeps it in p.stashed for run to process next.
 func (p *partition) merge(n int) []*kgo.Record {
-	limit := max(p.w.opts.MaxPollRecords, 1)
-	if n == 0 || !p.lastSegment || p.stashed != nil || n >= mergePolls*limit ||
-		len(p.b.changes) > limit/mergeUsersShare || p.stopping() {
+	changes := len(p.b.changes)
+	if n == 0 || n >= mergeRecords || changes > mergeUsers || n < mergeEventsPerUser*changes || p.stopping() {
+		return nil
+	}
+	if len(p.rest) > 0 {
+		take := min(len(p.rest), mergeRecords-n)
+		more := p.rest[:take:take]
+		p.rest = p.rest[take:]
+		p.lastSegment = p.restLast && len(p.rest) == 0
+		return more
+	}
+	if !p.lastSegment || p.stashed != nil {
 		return nil
 	}
 	select {
@@ -39,6 +58,10 @@ func (p *partition) merge(n int) []*kgo.Record {
 				p.stashed = recs
 				return nil
 			}
+		}
+		if len(recs) > mergeRecords-n { // the rest waits for the next batch
+			p.stashed = recs
+			return nil
 		}
 		p.merged++
 		return recs

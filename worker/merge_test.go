@@ -21,12 +21,14 @@ type writeLog struct {
 	state.Store
 	mu     sync.Mutex
 	writes [][]string
+	calls  []int // writes per Commit
 }
 
 func (l *writeLog) Commit(ctx context.Context, writes []state.Write) ([]state.Outcome, error) {
 	out, err := l.Store.Commit(ctx, writes)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.calls = append(l.calls, len(writes))
 	for i, w := range writes {
 		if err == nil && out[i] == state.Committed {
 			l.writes = append(l.writes, slices.Clone(w.Marks))
@@ -138,5 +140,38 @@ func TestReusedIDHeldThenApplied(t *testing.T) {
 	}
 	if gaps := e.gapRecords(); len(gaps) != 1 || gaps[0].Expected != 2 || gaps[0].ResumedAt != 3 {
 		t.Fatalf("gaps %+v; want the gap at 2 given up, resumed at 3", gaps)
+	}
+}
+
+// TestLargePollCut: a poll of more records than a batch starts with, of
+// users with one event each, is written in batches of at most 5000 users:
+// merging would save nothing there and hold more memory.
+func TestLargePollCut(t *testing.T) {
+	e := newMemEnv(t, 1)
+	log := &writeLog{Store: e.mem}
+	e.store = log
+	var recs []*kgo.Record
+	for i := 1; i <= 12000; i++ {
+		recs = append(recs, activity(fmt.Sprintf("c%d", i), fmt.Sprintf("u-c%d", i), 1, 1))
+	}
+	e.send(recs...)
+	opts := e.options(nil)
+	opts.MaxPollRecords = 10000
+	r := e.start(opts)
+	e.waitDrained(60 * time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	total := 0
+	for _, n := range log.calls {
+		if n > 5000 {
+			t.Fatalf("a commit of %d users (calls %v); want batches of at most 5000", n, log.calls)
+		}
+		total += n
+	}
+	if total != 12000 {
+		t.Fatalf("%d users written (calls %v); want 12000", total, log.calls)
 	}
 }

@@ -80,6 +80,8 @@ type partition struct {
 	lastFaultLog  time.Time
 	lastSegment   bool                       // the batch in hand ends the records of one poll (progress.go)
 	merged        int                        // whole polls merged into the batch in hand (merge.go)
+	rest          []*kgo.Record              // the records of the poll's segment after the batch in hand
+	restLast      bool                       // that segment ends the poll
 	stashed       []*kgo.Record              // a poll merge took from the queue but left for a batch of its own
 	cur           *kgo.Record                // the record a stage is working on, blamed for a panic
 	curAgg        string                     // its user, once known
@@ -219,9 +221,10 @@ func (p *partition) stopAndWait() {
 }
 
 // process runs the records of one poll through the pipeline, every control
-// record in a batch of its own (park.go). A nil batch only gives up expired
-// gaps. It returns when the records are done or the partition stops; an
-// abandoned batch is simply not marked done.
+// record in a batch of its own (park.go), and the rest in batches that start
+// with at most batchRecords records (merge.go may add more). A nil batch
+// only gives up expired gaps. It returns when the records are done or the
+// partition stops; an abandoned batch is simply not marked done.
 func (p *partition) process(recs []*kgo.Record) {
 	if len(recs) == 0 {
 		p.lastSegment = true
@@ -229,8 +232,16 @@ func (p *partition) process(recs []*kgo.Record) {
 		return
 	}
 	segments(recs, func(seg []*kgo.Record, last bool) bool {
-		p.lastSegment = last
-		p.processBatch(seg)
+		p.rest = seg
+		for len(p.rest) > 0 && !p.stopping() {
+			n := min(len(p.rest), batchRecords)
+			batch := p.rest[:n:n]
+			p.rest = p.rest[n:]
+			p.lastSegment = last && len(p.rest) == 0
+			p.restLast = last
+			p.processBatch(batch)
+		}
+		p.rest = nil
 		return !p.stopping()
 	})
 }

@@ -28,7 +28,7 @@ const (
 	seed       = 1
 	// pollRecords is the records taken per poll, the worker's default
 	// kafka.max_poll_records, so the ceiling copy works in the same batches.
-	pollRecords = 5000
+	pollRecords = 10000
 	// drainTimeout bounds one throughput measurement.
 	drainTimeout = 10 * time.Minute
 	// stopTimeout bounds a worker's drain after SIGTERM.
