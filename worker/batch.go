@@ -97,6 +97,10 @@ type batch struct {
 	writes []state.Write
 	owners []*aggregate
 
+	// unbuffered are the records of the events the batch took out of the
+	// reorder buffer: a failed attempt runs them again (partition.reset)
+	unbuffered []*kgo.Record
+
 	dlqCount   map[string]int
 	releases   []*aggregate // the users the batch releases (park.go)
 	releasedAt []parkedAt   // and those whose park it cleared
@@ -180,6 +184,8 @@ func (b *batch) reset() {
 	b.outTimes = b.outTimes[:0]
 	b.vals.reset()
 	b.slabs.reset()
+	clear(b.unbuffered)
+	b.unbuffered = b.unbuffered[:0]
 	clear(b.dlqCount)
 	clear(b.releases)
 	b.releases, b.releasedAt = b.releases[:0], b.releasedAt[:0]

@@ -301,7 +301,7 @@ func (p *partition) park(a *aggregate, it *item, now time.Time) {
 		if !ok {
 			break
 		}
-		held, _ := p.buf.Pop(a.id, lowest)
+		held, _ := p.unbuffer(a.id, lowest)
 		p.hold(a, held)
 	}
 	p.buf.GiveUp(a.id)

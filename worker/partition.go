@@ -342,7 +342,7 @@ func (p *partition) processOnce(recs []*kgo.Record) (all []*kgo.Record, err erro
 	crashPoint("persisted")
 	p.logReleases()
 	p.b.flush(p.w.m, p.topic)
-	if n := len(recs); n > 0 {
+	if n := len(recs); n > 0 && recs[n-1].Offset >= p.next { // a give-up run again holds only records read before
 		p.next = recs[n-1].Offset + 1
 	}
 	p.markDone(recs)
@@ -373,8 +373,9 @@ func (p *partition) applyRecords(recs []*kgo.Record) error {
 }
 
 // reset forgets every aggregate, buffered event and remembered ID, and
-// returns the records still to do: the buffered ones and recs, in offset
-// order.
+// returns the records still to do: the buffered ones, those the failed
+// attempt took out of the buffer (read by earlier batches, they are in no
+// other list) and recs, in offset order.
 func (p *partition) reset(recs []*kgo.Record) []*kgo.Record {
 	var again []*kgo.Record
 	for _, it := range p.buf.All() {
@@ -382,6 +383,7 @@ func (p *partition) reset(recs []*kgo.Record) []*kgo.Record {
 			again = append(again, it.rec)
 		}
 	}
+	again = append(again, p.b.unbuffered...)
 	again = append(again, recs...)
 	slices.SortFunc(again, func(a, b *kgo.Record) int { return cmp.Compare(a.Offset, b.Offset) })
 	again = slices.CompactFunc(again, func(a, b *kgo.Record) bool { return a.Offset == b.Offset })

@@ -15,7 +15,7 @@ import (
 func (p *partition) markDone(recs []*kgo.Record) {
 	p.progress.Lock()
 	defer p.progress.Unlock()
-	if n := len(recs); n > 0 {
+	if n := len(recs); n > 0 && recs[n-1].Offset+1 == p.next {
 		p.doneEpoch = recs[n-1].LeaderEpoch
 	}
 	if p.next >= 0 {

@@ -155,12 +155,23 @@ func (p *partition) apply(a *aggregate, it *item) {
 // drain applies the buffered successors of a's last sequence.
 func (p *partition) drain(a *aggregate) {
 	for {
-		it, ok := p.buf.Pop(a.id, sequencing.Expected(a.st.LastSequence))
+		it, ok := p.unbuffer(a.id, sequencing.Expected(a.st.LastSequence))
 		if !ok {
 			return
 		}
 		p.apply(a, it)
 	}
+}
+
+// unbuffer takes the event of aggregate agg with sequence seq out of the
+// reorder buffer. The batch keeps its record, so that a failed attempt runs
+// it again (reset): the buffer no longer has it.
+func (p *partition) unbuffer(agg string, seq int64) (*item, bool) {
+	it, ok := p.buf.Pop(agg, seq)
+	if ok && it.kind == eventItem { // a held event of a release is read again from the parked topic
+		p.b.unbuffered = append(p.b.unbuffered, it.rec)
+	}
+	return it, ok
 }
 
 // giveUp skips a's gap: it moves the expected sequence to the lowest
@@ -170,7 +181,7 @@ func (p *partition) giveUp(a *aggregate) {
 	if !ok {
 		return
 	}
-	first, _ := p.buf.Pop(a.id, lowest)
+	first, _ := p.unbuffer(a.id, lowest)
 	p.skipTo(a, lowest, first)
 	p.apply(a, first)
 	p.drain(a)
