@@ -30,14 +30,20 @@ const (
 	mergeEventsPerUser = 2
 )
 
-// merge returns more records for the batch in hand, of n records: the
+// merge returns more records for the batch in hand, of records recs: the
 // rest of its poll, or else the next poll waiting in the queue, when the
 // batch may take them; nil when none are there or the batch is full. A
-// poll with a control record needs batches of its own (park.go): merge
-// keeps it in p.stashed for run to process next.
-func (p *partition) merge(n int) []*kgo.Record {
+// control record needs a batch of its own (park.go): a batch that ends
+// with one (a release, after the buffered records of a rerun) takes
+// nothing, and a poll with one is kept in p.stashed for run to process
+// next.
+func (p *partition) merge(recs []*kgo.Record) []*kgo.Record {
+	n := len(recs)
 	changes := len(p.b.changes)
 	if n == 0 || n >= mergeRecords || changes > mergeUsers || n < mergeEventsPerUser*changes || p.stopping() {
+		return nil
+	}
+	if _, ok := controlRecord(recs[n-1]); ok {
 		return nil
 	}
 	if len(p.rest) > 0 {

@@ -317,7 +317,7 @@ func (p *partition) processOnce(recs []*kgo.Record) (all []*kgo.Record, err erro
 		return recs, err
 	}
 	for {
-		more := p.merge(len(recs))
+		more := p.merge(recs)
 		if more == nil {
 			break
 		}

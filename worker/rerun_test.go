@@ -5,12 +5,61 @@ package worker_test
 // again, and a batch of its own (a release, a gap give-up) stays one.
 
 import (
+	"context"
+	"errors"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/streamworker/streamworker/internal/testenv"
+	"github.com/streamworker/streamworker/state"
+	"github.com/streamworker/streamworker/topics"
+	"github.com/streamworker/streamworker/worker"
 )
+
+// within waits up to timeout for cond and reports whether it held: for
+// the hooks that run on a partition's goroutine, where a test may not
+// fail.
+func within(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+	return true
+}
+
+// waitClosed waits for c to be closed, failing the test after timeout.
+func waitClosed(t *testing.T, c <-chan struct{}, timeout time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(timeout):
+		t.Fatalf("%s within %v", what, timeout)
+	}
+}
+
+// failingStore rejects the next fails commits with an error no retry in
+// place mends, so that the batch is run again from the store.
+type failingStore struct {
+	state.Store
+	fails atomic.Int32
+}
+
+func (s *failingStore) Commit(ctx context.Context, writes []state.Write) ([]state.Outcome, error) {
+	for n := s.fails.Load(); n > 0; n = s.fails.Load() {
+		if s.fails.CompareAndSwap(n, n-1) {
+			return nil, errors.New("injected commit failure")
+		}
+	}
+	return s.Store.Commit(ctx, writes)
+}
 
 // TestRerunKeepsDrainedEvents: e2 waits in the reorder buffer for e1; the
 // batch that brings e1 applies both, then fails on another user's record.
@@ -53,4 +102,60 @@ func TestGapGiveUpRerunKeepsItsEvent(t *testing.T) {
 	if !r.w.Ready() {
 		t.Error("worker not ready")
 	}
+}
+
+// TestReleaseTakesNoWaitingPoll: a release is a batch of its own. Run
+// again after a failure, with the records of buffered events before it,
+// it used to take the poll waiting meanwhile; when that run failed too,
+// the next one decoded the released user's new event p3 before the held
+// events were read back, so p3 was held again under the park the release
+// then cleared, and never applied.
+func TestReleaseTakesNoWaitingPoll(t *testing.T) {
+	e := newMemEnv(t, 1).withParked()
+	store := &failingStore{Store: e.mem}
+	e.store = store
+	var r *running
+	var once sync.Once
+	entered := make(chan struct{})
+	var queued atomic.Bool
+	worker.SetApplyHook(t.Cleanup, func(ev *topics.Event) {
+		switch ev.ID {
+		case "p1":
+			panic("boom on " + ev.ID)
+		case "p2": // applied by the release: wait for the next poll
+			once.Do(func() {
+				close(entered)
+				queued.Store(within(10*time.Second, func() bool { return r.w.Queued(0) > 0 }))
+				store.fails.Store(2)
+			})
+		}
+	})
+	r = e.start(e.parkOptions())
+	e.send(plain("p1", "u-p", 1), plain("p2", "u-p", 2))
+	e.waitProcessed(r)
+	if st := e.decoded("u-p"); st.Park == nil {
+		t.Fatal("u-p not parked")
+	}
+	// u-w's events wait for w1 in the reorder buffer: a rerun of the
+	// release starts with them.
+	e.send(activity("w2", "u-w", 2, 2), activity("w3", "u-w", 3, 3), activity("w4", "u-w", 4, 4))
+	testenv.Eventually(t, 10*time.Second, func() bool { return metric(r.reg, "streamworker_buffered_events") == 3 },
+		"w2, w3, w4 not buffered")
+	e.send(releaseRecord("u-p"))
+	waitClosed(t, entered, 10*time.Second, "the release applied no held event")
+	e.send(plain("p3", "u-p", 3))
+	testenv.Eventually(t, 10*time.Second, func() bool { return store.fails.Load() == 0 }, "the commits did not fail")
+	e.send(activity("w1", "u-w", 1, 1))
+	e.waitProcessed(r)
+	if !queued.Load() {
+		t.Fatal("p3 never waited in the queue during the release")
+	}
+	st := e.decoded("u-p")
+	if st.Park != nil || st.TotalActivity != 2 {
+		t.Errorf("u-p %+v park %+v; want p2 and p3 applied and no park", st.Snapshot("u-p"), st.Park)
+	}
+	if got := e.parkedRecords(); !slices.Equal(got, []string{"p2 0"}) {
+		t.Errorf("parked topic %q; want only p2, held since offset 0", got)
+	}
+	e.wantApplied(r, map[string]int64{"u-w": 4})
 }
