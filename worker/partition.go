@@ -227,7 +227,10 @@ func (p *partition) stopAndWait() {
 // partition stops; an abandoned batch is simply not marked done.
 func (p *partition) process(recs []*kgo.Record) {
 	if len(recs) == 0 {
-		p.lastSegment = true
+		// No poll of its own: run again after a failure (with the
+		// records of the buffered events), it still takes no poll, and
+		// its end pops no poll's timestamp.
+		p.lastSegment = false
 		p.processBatch(nil)
 		return
 	}

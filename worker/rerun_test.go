@@ -61,6 +61,26 @@ func (s *failingStore) Commit(ctx context.Context, writes []state.Write) ([]stat
 	return s.Store.Commit(ctx, writes)
 }
 
+// appliedOrder records the IDs of the events applied, in order, through
+// the apply hook, calling also for each.
+func appliedOrder(t *testing.T, also func(*topics.Event)) func() []string {
+	var mu sync.Mutex
+	var ids []string
+	worker.SetApplyHook(t.Cleanup, func(ev *topics.Event) {
+		if also != nil {
+			also(ev)
+		}
+		mu.Lock()
+		ids = append(ids, ev.ID)
+		mu.Unlock()
+	})
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(ids)
+	}
+}
+
 // TestRerunKeepsDrainedEvents: e2 waits in the reorder buffer for e1; the
 // batch that brings e1 applies both, then fails on another user's record.
 // Its second run must apply e2 again: e2's record was read by an earlier
@@ -158,4 +178,43 @@ func TestReleaseTakesNoWaitingPoll(t *testing.T) {
 		t.Errorf("parked topic %q; want only p2, held since offset 0", got)
 	}
 	e.wantApplied(r, map[string]int64{"u-w": 4})
+}
+
+// TestGapGiveUpTakesNoPoll: a gap give-up run by the timer has no poll of
+// its own; run again after a failure, it used to take the waiting poll,
+// and leave it aside for a batch of its own when it held a control record:
+// that poll was then processed only after the next one (c1 before b1, the
+// commit point past b1 meanwhile).
+func TestGapGiveUpTakesNoPoll(t *testing.T) {
+	var r *running
+	var once sync.Once
+	entered := make(chan struct{})
+	var queued atomic.Bool
+	order := appliedOrder(t, func(ev *topics.Event) {
+		if ev.ID == "g3" {
+			once.Do(func() {
+				close(entered)
+				queued.Store(within(10*time.Second, func() bool { return r.w.Queued(0) > 0 }))
+			})
+			panic("boom on " + ev.ID)
+		}
+	})
+	e := newMemEnv(t, 1)
+	opts := e.options(nil)
+	opts.Sequencing.GapTimeout = 200 * time.Millisecond
+	r = e.start(opts)
+	e.send(activity("g1", "u-g", 1, 1), activity("g3", "u-g", 3, 3))
+	waitClosed(t, entered, 10*time.Second, "the gap was not given up")
+	e.send(plain("b1", "u-b", 4), releaseRecord("u-nobody"))
+	testenv.Eventually(t, 10*time.Second, func() bool { return metric(r.reg, "streamworker_dlq_total") == 1 },
+		"g3 not sent to the DLQ")
+	e.send(plain("c1", "u-b", 5))
+	e.waitDrained(30 * time.Second)
+	if !queued.Load() {
+		t.Fatal("b1 never waited in the queue during the give-up")
+	}
+	got := order()
+	if i, j := slices.Index(got, "b1"), slices.Index(got, "c1"); i < 0 || j < 0 || i > j {
+		t.Errorf("applied %q; want b1 before c1", got)
+	}
 }
