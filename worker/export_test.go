@@ -22,3 +22,15 @@ func (w *Worker) Queued(id int32) int {
 	}
 	return 0
 }
+
+// StopRequested returns a function that reports whether the goroutine of
+// the input partition id, owned now, was asked to stop (false when the
+// worker does not own it).
+func (w *Worker) StopRequested(id int32) func() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p := w.parts[id]; p != nil {
+		return p.stopping
+	}
+	return func() bool { return false }
+}

@@ -45,6 +45,25 @@ func waitClosed(t *testing.T, c <-chan struct{}, timeout time.Duration, what str
 	}
 }
 
+// pollWait holds a batch, from a hook on the partition's goroutine, until
+// the next poll waits in the queue: the first time only.
+type pollWait struct {
+	once    sync.Once
+	entered chan struct{} // closed once the hook holds the batch
+	queued  atomic.Bool   // a poll was queued while it held it
+}
+
+func newPollWait() *pollWait { return &pollWait{entered: make(chan struct{})} }
+
+// hold waits, the first time, until queued reports a poll, then calls then.
+func (w *pollWait) hold(queued func() int, then func()) {
+	w.once.Do(func() {
+		close(w.entered)
+		w.queued.Store(within(10*time.Second, func() bool { return queued() > 0 }))
+		then()
+	})
+}
+
 // failingStore rejects the next fails commits with an error no retry in
 // place mends, so that the batch is run again from the store.
 type failingStore struct {
@@ -135,19 +154,13 @@ func TestReleaseTakesNoWaitingPoll(t *testing.T) {
 	store := &failingStore{Store: e.mem}
 	e.store = store
 	var r *running
-	var once sync.Once
-	entered := make(chan struct{})
-	var queued atomic.Bool
+	wait := newPollWait()
 	worker.SetApplyHook(t.Cleanup, func(ev *topics.Event) {
 		switch ev.ID {
 		case "p1":
 			panic("boom on " + ev.ID)
 		case "p2": // applied by the release: wait for the next poll
-			once.Do(func() {
-				close(entered)
-				queued.Store(within(10*time.Second, func() bool { return r.w.Queued(0) > 0 }))
-				store.fails.Store(2)
-			})
+			wait.hold(func() int { return r.w.Queued(0) }, func() { store.fails.Store(2) })
 		}
 	})
 	r = e.start(e.parkOptions())
@@ -162,12 +175,12 @@ func TestReleaseTakesNoWaitingPoll(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, func() bool { return metric(r.reg, "streamworker_buffered_events") == 3 },
 		"w2, w3, w4 not buffered")
 	e.send(releaseRecord("u-p"))
-	waitClosed(t, entered, 10*time.Second, "the release applied no held event")
+	waitClosed(t, wait.entered, 10*time.Second, "the release applied no held event")
 	e.send(plain("p3", "u-p", 3))
 	testenv.Eventually(t, 10*time.Second, func() bool { return store.fails.Load() == 0 }, "the commits did not fail")
 	e.send(activity("w1", "u-w", 1, 1))
 	e.waitProcessed(r)
-	if !queued.Load() {
+	if !wait.queued.Load() {
 		t.Fatal("p3 never waited in the queue during the release")
 	}
 	st := e.decoded("u-p")
@@ -187,15 +200,10 @@ func TestReleaseTakesNoWaitingPoll(t *testing.T) {
 // commit point past b1 meanwhile).
 func TestGapGiveUpTakesNoPoll(t *testing.T) {
 	var r *running
-	var once sync.Once
-	entered := make(chan struct{})
-	var queued atomic.Bool
+	wait := newPollWait()
 	order := appliedOrder(t, func(ev *topics.Event) {
 		if ev.ID == "g3" {
-			once.Do(func() {
-				close(entered)
-				queued.Store(within(10*time.Second, func() bool { return r.w.Queued(0) > 0 }))
-			})
+			wait.hold(func() int { return r.w.Queued(0) }, func() {})
 			panic("boom on " + ev.ID)
 		}
 	})
@@ -204,17 +212,82 @@ func TestGapGiveUpTakesNoPoll(t *testing.T) {
 	opts.Sequencing.GapTimeout = 200 * time.Millisecond
 	r = e.start(opts)
 	e.send(activity("g1", "u-g", 1, 1), activity("g3", "u-g", 3, 3))
-	waitClosed(t, entered, 10*time.Second, "the gap was not given up")
+	waitClosed(t, wait.entered, 10*time.Second, "the gap was not given up")
 	e.send(plain("b1", "u-b", 4), releaseRecord("u-nobody"))
 	testenv.Eventually(t, 10*time.Second, func() bool { return metric(r.reg, "streamworker_dlq_total") == 1 },
 		"g3 not sent to the DLQ")
 	e.send(plain("c1", "u-b", 5))
 	e.waitDrained(30 * time.Second)
-	if !queued.Load() {
+	if !wait.queued.Load() {
 		t.Fatal("b1 never waited in the queue during the give-up")
 	}
 	got := order()
 	if i, j := slices.Index(got, "b1"), slices.Index(got, "c1"); i < 0 || j < 0 || i > j {
 		t.Errorf("applied %q; want b1 before c1", got)
+	}
+}
+
+// gateStore holds the next commit, once armed, until open is closed.
+type gateStore struct {
+	state.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (s *gateStore) Commit(ctx context.Context, writes []state.Write) ([]state.Outcome, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.open
+	}
+	return s.Store.Commit(ctx, writes)
+}
+
+// TestStopKeepsPollOrder: a batch set aside the waiting poll B (it holds a
+// control record) for a batch of its own, and the partition was asked to
+// stop before that batch ran. The next poll C, queued meanwhile, must not
+// be processed instead: its commit point, past B's records, would be
+// committed on the revoke, and B never processed. Several rounds, as the
+// goroutine picks among ready channels at random.
+func TestStopKeepsPollOrder(t *testing.T) {
+	for round := range 6 {
+		t.Logf("round %d", round)
+		stopKeepsPollOrder(t)
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+func stopKeepsPollOrder(t *testing.T) {
+	e := newMemEnv(t, 1)
+	store := &gateStore{Store: e.mem, entered: make(chan struct{}), open: make(chan struct{})}
+	e.store = store
+	var r *running
+	wait := newPollWait()
+	worker.SetApplyHook(t.Cleanup, func(ev *topics.Event) {
+		if ev.ID == "a1" {
+			wait.hold(func() int { return r.w.Queued(0) }, func() { store.armed.Store(true) })
+		}
+	})
+	r = e.start(e.options(nil))
+	e.send(plain("a1", "u-a", 1), plain("a2", "u-a", 2)) // two events per user: the batch may take more
+	waitClosed(t, wait.entered, 10*time.Second, "a1 not applied")
+	stopRequested := r.w.StopRequested(0)
+	e.send(plain("b1", "u-b", 3), releaseRecord("u-nobody")) // B, offsets 2 and 3
+	waitClosed(t, store.entered, 10*time.Second, "the batch of a1 did not commit")
+	if !wait.queued.Load() {
+		t.Fatal("B never waited in the queue during a1's batch")
+	}
+	e.send(plain("c1", "u-c", 4)) // C, offset 4
+	testenv.Eventually(t, 10*time.Second, func() bool { return r.w.Queued(0) > 0 }, "C not queued")
+	r.cancel()
+	testenv.Eventually(t, 10*time.Second, stopRequested, "the partition was not asked to stop")
+	close(store.open)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.committed()[0]; got != 2 {
+		t.Errorf("committed %d after the stop; want 2: a1 and a2 done, B and C not processed", got)
 	}
 }
