@@ -20,7 +20,9 @@ func (p *partition) decode(r *kgo.Record) {
 		return
 	}
 	b := &p.b
-	b.n.consumed++
+	if !p.rerun(r) {
+		b.n.consumed++
+	}
 	if p.poisoned(r) {
 		return
 	}
@@ -30,6 +32,11 @@ func (p *partition) decode(r *kgo.Record) {
 	}
 	p.decodeEvent(r, eventItem, 0)
 }
+
+// rerun reports whether the input record r was read by an earlier batch:
+// one buffered then, run again after a failure (partition.reset). Its
+// reading was counted then.
+func (p *partition) rerun(r *kgo.Record) bool { return r.Offset < p.next }
 
 // decodeEvent validates r and appends its event to the batch's items as an
 // item of kind (an input event, or a held one of the park episode).
@@ -49,7 +56,7 @@ func (p *partition) decodeEvent(r *kgo.Record, kind itemKind, episode int64) {
 		p.dlq(r, "", reason, err.Error(), "decoder")
 		return
 	}
-	if ev.KeyMismatch {
+	if ev.KeyMismatch && !(kind == eventItem && p.rerun(r)) {
 		b.n.keyMismatch++
 	}
 	skip := false

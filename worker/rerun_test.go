@@ -119,6 +119,9 @@ func TestRerunKeepsDrainedEvents(t *testing.T) {
 	if got := e.dlqReasons(); !slices.Equal(got, []string{"internal_error"}) {
 		t.Errorf("DLQ reasons %q; want x1's internal_error only", got)
 	}
+	if got := metric(r.reg, "streamworker_events_consumed_total"); got != 3 {
+		t.Errorf("%v records consumed; want 3, e2 counted once", got)
+	}
 }
 
 // TestGapGiveUpRerunKeepsItsEvent: a gap given up by the timer applies the
