@@ -253,6 +253,18 @@ func (e *env) committed() map[int32]int64 {
 
 // waitDrained waits until the group has committed the log end of every
 // input partition.
+// runDrained runs a worker with opts until the group has committed the
+// log end of every partition, stops it, and returns it.
+func (e *env) runDrained(opts worker.Options) *running {
+	e.t.Helper()
+	r := e.start(opts)
+	e.waitDrained(60 * time.Second)
+	if err := r.stop(e.t); err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
 func (e *env) waitDrained(timeout time.Duration) {
 	e.t.Helper()
 	ends := e.endOffsets()

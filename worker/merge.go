@@ -59,13 +59,9 @@ func (p *partition) merge(recs []*kgo.Record) []*kgo.Record {
 	select {
 	case recs := <-p.queue:
 		p.maybeResume()
-		for _, r := range recs {
-			if _, ok := controlRecord(r); ok {
-				p.stashed = recs
-				return nil
-			}
-		}
-		if len(recs) > mergeRecords-n { // the rest waits for the next batch
+		// A poll with a control record, or too large for the room left,
+		// waits for a batch of its own.
+		if firstControl(recs) >= 0 || len(recs) > mergeRecords-n {
 			p.stashed = recs
 			return nil
 		}

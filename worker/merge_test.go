@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,10 +55,12 @@ func TestMergeQueuedPoll(t *testing.T) {
 	opts := e.options(nil)
 	opts.MaxPollRecords = 10
 	var r *running
-	// Hold the first batch until the second poll is waiting in the queue.
+	var queued atomic.Bool
+	// Hold the first batch until the second poll is waiting in the queue
+	// (on the partition's goroutine: the test fails below, not here).
 	worker.SetApplyHook(t.Cleanup, func(ev *topics.Event) {
 		if ev.ID == "m1" {
-			testenv.Eventually(t, 10*time.Second, func() bool { return r.w.Queued(0) > 0 }, "the second poll never queued")
+			queued.Store(testenv.Within(10*time.Second, func() bool { return r.w.Queued(0) > 0 }))
 		}
 	})
 	r = e.start(opts)
@@ -67,6 +70,9 @@ func TestMergeQueuedPoll(t *testing.T) {
 	}, "lag in seconds stays above 0 after the drain")
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
+	}
+	if !queued.Load() {
+		t.Fatal("the second poll never queued while the first batch was held")
 	}
 
 	log.mu.Lock()
@@ -104,11 +110,7 @@ func TestManyEventsOfOneUserInABatch(t *testing.T) {
 	e.send(recs...)
 	opts := e.options(nil)
 	opts.RecentSize = 0 // only the batch's own marks can tell
-	r := e.start(opts)
-	e.waitDrained(30 * time.Second)
-	if err := r.stop(t); err != nil {
-		t.Fatal(err)
-	}
+	r := e.runDrained(opts)
 	if got := e.decoded("u-d"); got.TotalActivity != 40 || got.LastSequence != 40 {
 		t.Fatalf("state %+v; want 40 events applied once", got.Snapshot("u-d"))
 	}
@@ -127,11 +129,7 @@ func TestReusedIDHeldThenApplied(t *testing.T) {
 	e.send(activity("r1", "u-r", 1, 1), activity("rx", "u-r", 4, 4), activity("rx", "u-r", 2, 2), activity("r3", "u-r", 3, 3))
 	opts := e.options(nil)
 	opts.Sequencing.GapTimeout = 500 * time.Millisecond
-	r := e.start(opts)
-	e.waitDrained(30 * time.Second)
-	if err := r.stop(t); err != nil {
-		t.Fatal(err)
-	}
+	r := e.runDrained(opts)
 	if got := e.decoded("u-r"); got.TotalActivity != 3 || got.LastSequence != 4 {
 		t.Fatalf("state %+v; want r1, rx, r3 applied once and sequence 4 passed", got.Snapshot("u-r"))
 	}
@@ -157,11 +155,7 @@ func TestLargePollCut(t *testing.T) {
 	e.send(recs...)
 	opts := e.options(nil)
 	opts.MaxPollRecords = 10000
-	r := e.start(opts)
-	e.waitDrained(60 * time.Second)
-	if err := r.stop(t); err != nil {
-		t.Fatal(err)
-	}
+	e.runDrained(opts)
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	total := 0

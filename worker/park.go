@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -76,17 +77,23 @@ func (p *partition) control(r *kgo.Record, value string) {
 	p.b.items = append(p.b.items, item{rec: r, ev: topics.Event{AggregateID: string(r.Key)}, kind: releaseUser})
 }
 
+// firstControl returns the index of the first control record of recs, or
+// -1 when there is none.
+func firstControl(recs []*kgo.Record) int {
+	return slices.IndexFunc(recs, func(r *kgo.Record) bool {
+		_, ok := controlRecord(r)
+		return ok
+	})
+}
+
 // segments calls f with recs cut so that every control record is a batch
 // of its own, and reports whether f returned true for every one; last is
 // set for the final segment.
 func segments(recs []*kgo.Record, f func(seg []*kgo.Record, last bool) bool) bool {
 	for len(recs) > 0 {
 		n := len(recs)
-		for i, r := range recs {
-			if _, ok := controlRecord(r); ok {
-				n = max(i, 1)
-				break
-			}
+		if i := firstControl(recs); i >= 0 {
+			n = max(i, 1)
 		}
 		seg := recs[:n]
 		recs = recs[n:]

@@ -19,22 +19,6 @@ import (
 	"github.com/streamworker/streamworker/worker"
 )
 
-// within waits up to timeout for cond and reports whether it held: for
-// the hooks that run on a partition's goroutine, where a test may not
-// fail.
-func within(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		<-tick.C
-	}
-	return true
-}
-
 // waitClosed waits for c to be closed, failing the test after timeout.
 func waitClosed(t *testing.T, c <-chan struct{}, timeout time.Duration, what string) {
 	t.Helper()
@@ -59,7 +43,7 @@ func newPollWait() *pollWait { return &pollWait{entered: make(chan struct{})} }
 func (w *pollWait) hold(queued func() int, then func()) {
 	w.once.Do(func() {
 		close(w.entered)
-		w.queued.Store(within(10*time.Second, func() bool { return queued() > 0 }))
+		w.queued.Store(testenv.Within(10*time.Second, func() bool { return queued() > 0 }))
 		then()
 	})
 }

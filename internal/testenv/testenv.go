@@ -84,15 +84,25 @@ func Pace(tb testing.TB, d time.Duration) {
 // within timeout. It is the way to wait for asynchronous work in tests.
 func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, msgAndArgs ...any) {
 	tb.Helper()
+	if !Within(timeout, cond) {
+		tb.Fatalf("testenv: condition not met within %v: %s", timeout, message(msgAndArgs))
+	}
+}
+
+// Within waits up to timeout for cond and reports whether it held. Unlike
+// Eventually it may run off the test's goroutine (in a hook the code under
+// test calls), where a test may not fail.
+func Within(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("testenv: condition not met within %v: %s", timeout, message(msgAndArgs))
+			return false
 		}
 		<-tick.C
 	}
+	return true
 }
 
 func message(msgAndArgs []any) string {
