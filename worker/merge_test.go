@@ -38,18 +38,30 @@ func (l *writeLog) Commit(ctx context.Context, writes []state.Write) ([]state.Ou
 	return out, err
 }
 
+// newLoggedEnv is a one-partition MemoryStore env whose commits are logged.
+func newLoggedEnv(t *testing.T) (*env, *writeLog) {
+	e := newMemEnv(t, 1)
+	log := &writeLog{Store: e.mem}
+	e.store = log
+	return e, log
+}
+
+// activities returns the records rec(1) to rec(n).
+func activities(n int, rec func(i int) *kgo.Record) []*kgo.Record {
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = rec(i + 1)
+	}
+	return recs
+}
+
 // TestMergeQueuedPoll: when the next poll is already waiting once a batch
 // has been applied, the batch takes it: the user's state is written once
 // with the marks of both polls, one aggregated output stands for both, and
 // the commit point and the lag figures cover both polls.
 func TestMergeQueuedPoll(t *testing.T) {
-	e := newMemEnv(t, 1)
-	log := &writeLog{Store: e.mem}
-	e.store = log
-	var recs []*kgo.Record
-	for i := 1; i <= 30; i++ {
-		recs = append(recs, activity(fmt.Sprintf("m%d", i), "u-m", i, i))
-	}
+	e, log := newLoggedEnv(t)
+	recs := activities(30, func(i int) *kgo.Record { return activity(fmt.Sprintf("m%d", i), "u-m", i, i) })
 	e.send(recs...)
 
 	opts := e.options(nil)
@@ -102,10 +114,7 @@ func TestMergeQueuedPoll(t *testing.T) {
 // early event is still dropped as a duplicate.
 func TestManyEventsOfOneUserInABatch(t *testing.T) {
 	e := newMemEnv(t, 1)
-	var recs []*kgo.Record
-	for i := 1; i <= 40; i++ {
-		recs = append(recs, activity(fmt.Sprintf("d%d", i), "u-d", i, i))
-	}
+	recs := activities(40, func(i int) *kgo.Record { return activity(fmt.Sprintf("d%d", i), "u-d", i, i) })
 	recs = append(recs, activity("d3", "u-d", 3, 3), activity("d39", "u-d", 39, 39))
 	e.send(recs...)
 	opts := e.options(nil)
@@ -145,13 +154,8 @@ func TestReusedIDHeldThenApplied(t *testing.T) {
 // users with one event each, is written in batches of at most 5000 users:
 // merging would save nothing there and hold more memory.
 func TestLargePollCut(t *testing.T) {
-	e := newMemEnv(t, 1)
-	log := &writeLog{Store: e.mem}
-	e.store = log
-	var recs []*kgo.Record
-	for i := 1; i <= 12000; i++ {
-		recs = append(recs, activity(fmt.Sprintf("c%d", i), fmt.Sprintf("u-c%d", i), 1, 1))
-	}
+	e, log := newLoggedEnv(t)
+	recs := activities(12000, func(i int) *kgo.Record { return activity(fmt.Sprintf("c%d", i), fmt.Sprintf("u-c%d", i), 1, 1) })
 	e.send(recs...)
 	opts := e.options(nil)
 	opts.MaxPollRecords = 10000
