@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -171,5 +172,50 @@ func TestLargePollCut(t *testing.T) {
 	}
 	if total != 12000 {
 		t.Fatalf("%d users written (calls %v); want 12000", total, log.calls)
+	}
+}
+
+// TestMergeAfterConflictKeepsReady: an event ID applied and written before
+// comes again, in every poll, with the sequence its user expects. Its mark
+// is not asked for (the cached user's sequence is below it), so its write
+// is rejected and the batch runs again from the store, where the mark is
+// seen. The batch run again must not merge the next poll, whose copy would
+// be rejected the same way: three rejections in one batch make the
+// partition report a fault (not ready) over one producer's records.
+func TestMergeAfterConflictKeepsReady(t *testing.T) {
+	e := newMemEnv(t, 1)
+	opts := e.options(nil)
+	opts.RecentSize = 0
+	opts.MaxPollRecords = 2
+	logs := &lineCounter{n: map[string]int{}}
+	opts.Logger = slog.New(logs)
+	var r *running
+	var phase2, queued atomic.Bool
+	worker.SetApplyHook(t.Cleanup, func(ev *topics.Event) {
+		if phase2.Load() && ev.ID == "a" && !queued.Load() {
+			queued.Store(testenv.Within(10*time.Second, func() bool { return r.w.Queued(0) > 0 }))
+		}
+	})
+	r = e.start(opts)
+	e.send(activity("a", "u-a", 1, 1))
+	e.waitDrained(30 * time.Second)
+	phase2.Store(true)
+	var recs []*kgo.Record
+	for range 12 {
+		recs = append(recs, activity("a", "u-a", 2, 2))
+	}
+	e.send(recs...)
+	e.waitDrained(30 * time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if !queued.Load() {
+		t.Fatal("no poll queued")
+	}
+	if got := e.decoded("u-a"); got.TotalActivity != 1 {
+		t.Fatalf("total %d; want a applied once", got.TotalActivity)
+	}
+	if n := logs.count("partition stuck: retrying a failed call"); n > 0 {
+		t.Fatalf("the partition reported a fault %d times over duplicates", n)
 	}
 }
