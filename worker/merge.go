@@ -36,11 +36,14 @@ const (
 // control record needs a batch of its own (park.go): a batch that ends
 // with one (a release, after the buffered records of a rerun) takes
 // nothing, and a poll with one is kept in p.stashed for run to process
-// next.
+// next. A batch run again after a rejected write takes nothing more: its
+// records are checked against the store afresh, but a merged poll's event
+// of a user the batch has loaded is not (load.go), and an event ID it
+// reuses would be rejected again, attempt after attempt.
 func (p *partition) merge(recs []*kgo.Record) []*kgo.Record {
 	n := len(recs)
 	changes := len(p.b.changes)
-	if n == 0 || n >= mergeRecords || changes > mergeUsers || n < mergeEventsPerUser*changes || p.stopping() {
+	if n == 0 || n >= mergeRecords || changes > mergeUsers || n < mergeEventsPerUser*changes || p.noMerge || p.stopping() {
 		return nil
 	}
 	if _, ok := controlRecord(recs[n-1]); ok {

@@ -80,6 +80,7 @@ type partition struct {
 	lastFaultLog  time.Time
 	lastSegment   bool                       // the batch in hand ends the records of one poll (progress.go)
 	merged        int                        // whole polls merged into the batch in hand (merge.go)
+	noMerge       bool                       // the batch in hand runs again after a rejected write: it takes no more records (merge.go)
 	rest          []*kgo.Record              // the records of the poll's segment after the batch in hand
 	restLast      bool                       // that segment ends the poll
 	stashed       []*kgo.Record              // a poll merge took from the queue but left for a batch of its own
@@ -254,7 +255,7 @@ func (p *partition) process(recs []*kgo.Record) {
 func (p *partition) processBatch(recs []*kgo.Record) {
 	start := time.Now()
 	conflicts, stackLogged := 0, false
-	p.merged = 0
+	p.merged, p.noMerge = 0, false
 	for attempt := 0; ; {
 		var err error
 		recs, err = p.processOnce(recs)
@@ -280,6 +281,7 @@ func (p *partition) processBatch(recs []*kgo.Record) {
 			// The store rejected a write: this partition's view of an
 			// aggregate is stale.
 			conflicts++
+			p.noMerge = true
 			p.w.log.Warn("state write rejected; rebuilding partition state from the store",
 				"partition", p.id, "attempt", conflicts)
 			if conflicts >= conflictFaultAfter {
