@@ -205,16 +205,8 @@ func TestMergeAfterConflictKeepsReady(t *testing.T) {
 		recs = append(recs, activity("a", "u-a", 2, 2))
 	}
 	e.send(recs...)
-	e.waitDrained(30 * time.Second)
-	if err := r.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	if !queued.Load() {
-		t.Fatal("no poll queued")
-	}
-	if got := e.decoded("u-a"); got.TotalActivity != 1 {
-		t.Fatalf("total %d; want a applied once", got.TotalActivity)
-	}
+	e.stopDrained(r, &queued)
+	e.wantTotal("u-a", 1)
 	if n := logs.count("partition stuck: retrying a failed call"); n > 0 {
 		t.Fatalf("the partition reported a fault %d times over duplicates", n)
 	}
