@@ -71,6 +71,25 @@ func TestRecentPairsDoNotCollide(t *testing.T) {
 	}
 }
 
+// TestRecentHashCollisions gives every pair the same hash: a pair is still
+// held only when it was added, and one that cannot be indexed is reported
+// missing, never present.
+func TestRecentHashCollisions(t *testing.T) {
+	r := NewRecent(2)
+	r.hashOf = func(string, string) uint64 { return 7 }
+	r.Add("u1", "e1")
+	if r.Contains("u2", "e2") || r.Contains("u1", "e2") || r.Contains("u2", "e1") {
+		t.Fatal("a pair never added is held: its hash collides with a held pair's")
+	}
+	r.Add("u2", "e2") // collides: not indexed, so not held
+	if r.Contains("u2", "e2") {
+		t.Fatal("a colliding pair is held although its slot holds another pair")
+	}
+	if !r.Contains("u1", "e1") || r.Len() != 1 {
+		t.Fatalf("the first pair must stay held alone (Len %d)", r.Len())
+	}
+}
+
 func TestRecentZeroCapacity(t *testing.T) {
 	for _, c := range []int{0, -1} {
 		r := NewRecent(c)
@@ -146,7 +165,7 @@ var ids = func() []string {
 // events: each is looked up, missed, and added to a full Recent, which evicts
 // the oldest pair.
 func BenchmarkRecentMissAdd(b *testing.B) {
-	for _, capacity := range []int{1 << 10, 1 << 16} {
+	for _, capacity := range []int{1 << 10, 10_000, 1 << 16} {
 		b.Run("cap="+strconv.Itoa(capacity), func(b *testing.B) {
 			r := NewRecent(capacity)
 			for i := range capacity {
@@ -176,6 +195,34 @@ func BenchmarkRecentContainsHit(b *testing.B) {
 		i++
 		if !r.Contains("u-42", ids[i&(1<<16-1)]) {
 			b.Fatal("miss")
+		}
+	}
+}
+
+// BenchmarkRecentPartitions is the runtime's use: one full Recent per
+// partition (6 of the default 10,000 pairs), each event looked up, missed
+// and added, its IDs from a pool far larger than the caches hold, so that
+// evicting a pair reads memory no longer in the CPU caches.
+func BenchmarkRecentPartitions(b *testing.B) {
+	const partitions, capacity, pool = 6, 10_000, 1 << 20
+	users := make([]string, 10_000)
+	for i := range users {
+		users[i] = "u-" + strconv.Itoa(i)
+	}
+	events := make([]string, pool)
+	for i := range events {
+		events[i] = "evt-" + strconv.Itoa(i) + "-8f14e45f-0000-4000-8000"
+	}
+	rs := make([]*Recent, partitions)
+	for p := range rs {
+		rs[p] = NewRecent(capacity)
+	}
+	i := 0
+	for b.Loop() {
+		i++
+		r, agg, id := rs[i%partitions], users[i%len(users)], events[i%pool]
+		if !r.Contains(agg, id) {
+			r.Add(agg, id)
 		}
 	}
 }
