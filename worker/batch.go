@@ -44,7 +44,12 @@ type aggregate struct {
 	key     []byte // id as bytes: the key of every output record, shared by them
 	version int64  // stored version the state was loaded at (0: none stored)
 	loaded  bool
-	st      processors.State
+	// checkMarks is set when a write of this aggregate was rejected for
+	// a mark that already existed (an applied event ID sent again above
+	// the last sequence): every event of it then has its mark read
+	// before the write (load.go).
+	checkMarks bool
+	st         processors.State
 	// change is this aggregate's entry in the batch in hand, plus one; 0
 	// when the batch has not touched it.
 	change int

@@ -265,3 +265,28 @@ func TestFutureEventTimeRejected(t *testing.T) {
 		t.Errorf("DLQ reasons %v, want [invalid_timestamp]", got)
 	}
 }
+
+// TestReusedAppliedIDRebuildsOnce: an event ID applied long ago (out of the
+// in-memory recent front) comes back in every batch at the sequence its
+// user expects next. Such an event is above the user's last sequence, so
+// its mark is not read before the write, and the write is rejected. Each
+// rejection rebuilt the whole partition (every user's state read again
+// from Redis): a producer could force one rebuild per batch. After the
+// first, the user's every event has its mark read before the write.
+func TestReusedAppliedIDRebuildsOnce(t *testing.T) {
+	const rounds = 5
+	e := newEnv(t, 1)
+	opts := e.options(nil)
+	opts.RecentSize = 0 // the applied ID has left the recent front
+	r := e.start(opts)
+	e.send(activity("a", "u-a", 1, 1))
+	e.waitDrained(30 * time.Second)
+	for i := range rounds {
+		e.send(activity("a", "u-a", 2, 2), activity(fmt.Sprintf("b-%d", i), "u-b", i+1, 3))
+		e.waitDrained(30 * time.Second)
+	}
+	e.wantApplied(r, map[string]int64{"u-a": 1, "u-b": rounds})
+	if n := metric(r.reg, "streamworker_partition_resets_total"); n > 1 {
+		t.Fatalf("%v partition rebuilds for %d batches carrying one reused ID; want at most 1", n, rounds)
+	}
+}

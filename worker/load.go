@@ -22,7 +22,9 @@ func mayBeApplied(a *aggregate, it *item) bool {
 // load fetches the state of every aggregate of the batch not in the cache
 // and the dedupe marks of every event that might have been applied already.
 // An event whose sequence is above its aggregate's last applied one cannot
-// have been applied, so it needs no check.
+// have been applied, so it needs no check, unless its ID was applied before
+// under another sequence: once a write of an aggregate is rejected for such
+// a mark, every event of it is checked (aggregate.checkMarks).
 func (p *partition) load() error {
 	b := &p.b
 	need, marks, markItems := b.need[:0], b.marks[:0], b.markItems[:0]
@@ -32,6 +34,7 @@ func (p *partition) load() error {
 		a := p.cache[it.ev.AggregateID]
 		if a == nil {
 			a = &aggregate{id: it.ev.AggregateID}
+			a.checkMarks = p.reusers.Contains(a.id, "")
 			p.cache[a.id] = a
 		}
 		it.agg = a
@@ -42,7 +45,7 @@ func (p *partition) load() error {
 		if it.kind == parkUser || it.kind == releaseUser {
 			continue // no event of its own
 		}
-		if a.loaded && !mayBeApplied(a, it) || p.recent.Contains(a.id, it.ev.ID) {
+		if a.loaded && !a.checkMarks && !mayBeApplied(a, it) || p.recent.Contains(a.id, it.ev.ID) {
 			continue
 		}
 		marks = append(marks, state.Mark{Aggregate: a.id, EventID: it.ev.ID})

@@ -67,10 +67,14 @@ type partition struct {
 	committed int64 // last committed offset; guarded by Worker.commitMu
 
 	// goroutine-owned
-	dec           *topics.Decoder
-	proc          *processors.Processor
-	buf           *sequencing.Buffer[*item] // the one owner of held events
-	recent        *dedupe.Recent
+	dec    *topics.Decoder
+	proc   *processors.Processor
+	buf    *sequencing.Buffer[*item] // the one owner of held events
+	recent *dedupe.Recent
+	// reusers holds the aggregates whose write was rejected for a mark
+	// (paired with the empty event ID); it outlives the rebuild that
+	// follows, so that their aggregates come back with checkMarks.
+	reusers       *dedupe.Recent
 	cache         map[string]*aggregate
 	next          int64         // offset after the last record handed to process
 	faulting      bool          // retrying a failed Redis or Kafka call
@@ -120,6 +124,7 @@ func newPartition(w *Worker, id int32) *partition {
 		proc:       w.proc,
 		buf:        sequencing.NewBuffer[*item](w.opts.Sequencing),
 		recent:     dedupe.NewRecent(w.opts.RecentSize),
+		reusers:    dedupe.NewRecent(maxReusers),
 		cache:      make(map[string]*aggregate),
 	}
 	p.b.dlqCount = make(map[string]int)

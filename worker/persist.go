@@ -56,6 +56,7 @@ func (p *partition) persist() error {
 		case state.MarkConflict:
 			conflict = true
 			p.w.m.conflicts.WithLabelValues("mark").Inc()
+			p.reusers.Add(owners[i].id, "")
 		}
 	}
 	if conflict {
@@ -63,5 +64,10 @@ func (p *partition) persist() error {
 	}
 	return nil
 }
+
+// maxReusers bounds the aggregates a partition remembers as having had a
+// write rejected for a mark (partition.reusers): past it, the oldest is
+// forgotten and costs one more rebuild if its producer goes on.
+const maxReusers = 4096
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
