@@ -290,3 +290,33 @@ func TestReusedAppliedIDRebuildsOnce(t *testing.T) {
 		t.Fatalf("%v partition rebuilds for %d batches carrying one reused ID; want at most 1", n, rounds)
 	}
 }
+
+// TestLoadReadsMarksOnlyWhereNeeded: the sequenced events of users not in
+// the cache are new when above the stored last sequence, so their marks are
+// not read (every one was, one mark read per event with many users); the
+// same events delivered again to a fresh worker are read and dropped.
+func TestLoadReadsMarksOnlyWhereNeeded(t *testing.T) {
+	const users = 200
+	e, log := newLoggedEnv(t)
+	var recs []*kgo.Record
+	for u := range users {
+		for seq := 1; seq <= 2; seq++ {
+			recs = append(recs, activity(fmt.Sprintf("e-%d-%d", u, seq), fmt.Sprintf("u-%d", u), seq, seq))
+		}
+	}
+	e.send(recs...)
+	opts := e.options(nil)
+	opts.RecentSize = 0
+	e.runDrained(opts)
+	if n := log.readMarks(); n != 0 {
+		t.Fatalf("%d marks read for %d new events of users not in the cache; want 0", n, len(recs))
+	}
+	e.send(recs...) // delivered again: a fresh worker has nothing in memory
+	e.runDrained(opts)
+	if n := log.readMarks(); n != len(recs) {
+		t.Fatalf("%d marks read for %d redelivered events; want every one", n, len(recs))
+	}
+	for u := range users {
+		e.wantTotal(fmt.Sprintf("u-%d", u), 2)
+	}
+}

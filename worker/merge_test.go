@@ -21,9 +21,27 @@ import (
 // writeLog records the marks of every write committed to a store.
 type writeLog struct {
 	state.Store
-	mu     sync.Mutex
-	writes [][]string
-	calls  []int // writes per Commit
+	mu        sync.Mutex
+	writes    [][]string
+	calls     []int // writes per Commit
+	marksRead int   // marks asked for by Fetch
+}
+
+func (l *writeLog) Fetch(ctx context.Context, aggs []string, marks []state.Mark) ([]state.Snapshot, []bool, error) {
+	l.mu.Lock()
+	l.marksRead += len(marks)
+	l.mu.Unlock()
+	return l.Store.Fetch(ctx, aggs, marks)
+}
+
+// readMarks returns the marks Fetch was asked for so far, and counts from 0
+// again.
+func (l *writeLog) readMarks() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.marksRead
+	l.marksRead = 0
+	return n
 }
 
 func (l *writeLog) Commit(ctx context.Context, writes []state.Write) ([]state.Outcome, error) {
