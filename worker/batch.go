@@ -91,6 +91,7 @@ type batch struct {
 	need      []string
 	marks     []state.Mark
 	markItems []int // the item of each mark
+	later     []int // items whose mark read waits for their aggregate's state
 
 	out      []*kgo.Record
 	outTimes []time.Time // input record timestamps, for end-to-end latency
