@@ -30,7 +30,6 @@ package testenv
 import (
 	"crypto/rand"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -115,15 +114,11 @@ func message(msgAndArgs []any) string {
 	return fmt.Sprint(msgAndArgs...)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// below the ephemeral range (portPair).
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("testenv: free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return portPair(tb, 0)
 }
 
 // Main runs the tests of m, then removes the binaries built by BuildBinary

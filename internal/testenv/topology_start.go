@@ -288,17 +288,38 @@ func nodeID(tb testing.TB, addr string) string {
 	return id
 }
 
-// lowPort returns a port in [20000, 55535] that is free, as is the port
-// 10000 above it (a Cluster node's bus).
+// lowPort returns a free port whose port 10000 above (a Cluster node's bus)
+// is free too, both below the ephemeral range (portPair).
 func lowPort(tb testing.TB) int {
 	tb.Helper()
-	for range 200 {
-		p := 20000 + rand.IntN(35536)
+	return portPair(tb, 10000)
+}
+
+// Test servers take ports from [minPort, maxPort], below Linux's ephemeral
+// range (32768-60999 by default), where the kernel picks the local port of
+// every outgoing connection and of every listener on port 0. A server
+// stopped and restarted on its port (an outage test) could otherwise find
+// it taken meanwhile by any connection of any process on the machine.
+const (
+	minPort = 10000
+	maxPort = 32767
+)
+
+// portPair returns a port p on 127.0.0.1 such that p and, when span > 0,
+// p+span were both free a moment ago, both within [minPort, maxPort].
+func portPair(tb testing.TB, span int) int {
+	tb.Helper()
+	for range 500 {
+		p := minPort + rand.IntN(maxPort-span-minPort+1)
 		l1, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			continue
 		}
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))
+		if span == 0 {
+			_ = l1.Close()
+			return p
+		}
+		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+span)))
 		_ = l1.Close()
 		if err != nil {
 			continue
@@ -306,7 +327,7 @@ func lowPort(tb testing.TB) int {
 		_ = l2.Close()
 		return p
 	}
-	tb.Fatal("testenv: no free port pair below 55536")
+	tb.Fatalf("testenv: no free port in [%d, %d]", minPort, maxPort)
 	return 0
 }
 
