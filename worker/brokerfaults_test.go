@@ -20,8 +20,15 @@ type brokerFaults struct {
 	mu       sync.Mutex
 	rng      *rand.Rand
 	on       bool
-	injected map[string]int // by request and error
+	injected map[string]int    // by request and error
+	seen     map[kmsg.Key]int  // requests of each key while on
+	hit      map[kmsg.Key]bool // whether a request of the key was failed
 }
+
+// forceAfter is how many requests of a key, while the faults are on, pass
+// before one is failed whatever the draw: a short run under load sends few
+// offset commits, and every key's fault must be exercised.
+const forceAfter = 3
 
 // injectBrokerFaults makes c answer, while the faults are on, a fraction
 // rate of produce and fetch requests with NOT_LEADER_FOR_PARTITION or
@@ -29,7 +36,7 @@ type brokerFaults struct {
 // NOT_COORDINATOR or REQUEST_TIMED_OUT and of join, sync and heartbeat
 // requests with NOT_COORDINATOR; the broker does not handle those.
 func injectBrokerFaults(c *kfake.Cluster, seed uint64, rate, groupRate float64) *brokerFaults {
-	f := &brokerFaults{rng: rand.New(rand.NewPCG(seed, 7)), injected: map[string]int{}}
+	f := &brokerFaults{rng: rand.New(rand.NewPCG(seed, 7)), injected: map[string]int{}, seen: map[kmsg.Key]int{}, hit: map[kmsg.Key]bool{}}
 	leader := []*kerr.Error{kerr.NotLeaderForPartition, kerr.RequestTimedOut}
 	coord := []*kerr.Error{kerr.NotCoordinator, kerr.RequestTimedOut}
 	for _, key := range []kmsg.Key{kmsg.Produce, kmsg.Fetch, kmsg.OffsetCommit, kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat} {
@@ -41,9 +48,14 @@ func injectBrokerFaults(c *kfake.Cluster, seed uint64, rate, groupRate float64) 
 			if key == kmsg.OffsetCommit || key == kmsg.JoinGroup || key == kmsg.SyncGroup || key == kmsg.Heartbeat {
 				r = groupRate
 			}
-			if !f.on || f.rng.Float64() >= r {
+			if !f.on {
 				return nil, nil, false
 			}
+			f.seen[key]++
+			if f.rng.Float64() >= r && (f.hit[key] || f.seen[key] <= forceAfter) {
+				return nil, nil, false
+			}
+			f.hit[key] = true
 			resp := req.ResponseKind()
 			resp.SetVersion(req.GetVersion())
 			var e *kerr.Error
