@@ -25,6 +25,10 @@ type item struct {
 	// park (its offset) the event was held in
 	park    *poisonError
 	episode int64
+	// at is when the event was put in the reorder buffer (the partition's
+	// sequencing clock); kept so that a batch run again after a failure
+	// buffers it at its first time, not afresh (partition.reset).
+	at time.Time
 }
 
 // itemKind says what an item asks of its aggregate (park.go).
@@ -103,9 +107,9 @@ type batch struct {
 	writes []state.Write
 	owners []*aggregate
 
-	// unbuffered are the records of the events the batch took out of the
+	// unbuffered are the events the batch took out of the
 	// reorder buffer: a failed attempt runs them again (partition.reset)
-	unbuffered []*kgo.Record
+	unbuffered []*item
 
 	dlqCount   map[string]int
 	releases   []*aggregate // the users the batch releases (park.go)

@@ -91,6 +91,7 @@ type partition struct {
 	cur           *kgo.Record                // the record a stage is working on, blamed for a panic
 	curAgg        string                     // its user, once known
 	poison        map[recordKey]*poisonError // records an earlier attempt of the batch failed on
+	rebuffer      map[int64]time.Time        // by offset, when the events reset took out of the reorder buffer were first buffered
 	headers       []topics.Header
 	dlqLog        logLimiter // bounds the DLQ log lines
 	gapLog        logLimiter // bounds the gap log lines
@@ -307,6 +308,7 @@ func (p *partition) processBatch(recs []*kgo.Record) {
 	}
 	p.fault(false, "batch", nil)
 	clear(p.poison)
+	clear(p.rebuffer)
 	if len(recs) > 0 {
 		p.w.m.batchSeconds.Observe(time.Since(start).Seconds())
 	}
@@ -388,12 +390,21 @@ func (p *partition) applyRecords(recs []*kgo.Record) error {
 // other list) and recs, in offset order.
 func (p *partition) reset(recs []*kgo.Record) []*kgo.Record {
 	var again []*kgo.Record
+	keep := func(it *item) {
+		again = append(again, it.rec)
+		if p.rebuffer == nil {
+			p.rebuffer = make(map[int64]time.Time)
+		}
+		p.rebuffer[it.rec.Offset] = it.at
+	}
 	for _, it := range p.buf.All() {
 		if it.kind == eventItem { // a held event of a release is read again from the parked topic
-			again = append(again, it.rec)
+			keep(it)
 		}
 	}
-	again = append(again, p.b.unbuffered...)
+	for _, it := range p.b.unbuffered {
+		keep(it)
+	}
 	again = append(again, recs...)
 	slices.SortFunc(again, func(a, b *kgo.Record) int { return cmp.Compare(a.Offset, b.Offset) })
 	again = slices.CompactFunc(again, func(a, b *kgo.Record) bool { return a.Offset == b.Offset })
@@ -402,6 +413,19 @@ func (p *partition) reset(recs []*kgo.Record) []*kgo.Record {
 	clear(p.cache)
 	p.recent.Reset()
 	return again
+}
+
+// bufferedAt returns when the record at offset, about to be buffered at now,
+// was first buffered: the time it had before a failed attempt made reset
+// take it out of the reorder buffer, so that running a batch again never
+// restarts a gap's timeout (its give-up would be undone, and its record
+// already produced), or else now.
+func (p *partition) bufferedAt(offset int64, now time.Time) time.Time {
+	if at, ok := p.rebuffer[offset]; ok && !at.IsZero() {
+		delete(p.rebuffer, offset)
+		return at
+	}
+	return now
 }
 
 // clearGauges removes the partition's labelled series.

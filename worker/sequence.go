@@ -77,8 +77,8 @@ func (p *partition) sequence(it *item, now time.Time) {
 				" and the event was never applied (its gap was given up)", "sequencer")
 			return
 		}
-		held := &item{rec: cloneRecord(it.rec), ev: it.ev, agg: a, skip: it.skip, kind: it.kind, episode: it.episode}
-		switch p.buf.Add(a.id, seq, it.ev.ID, it.rec.Offset, heldSize(it.rec), now, held) {
+		held := &item{rec: cloneRecord(it.rec), ev: it.ev, agg: a, skip: it.skip, kind: it.kind, episode: it.episode, at: p.bufferedAt(it.rec.Offset, now)}
+		switch p.buf.Add(a.id, seq, it.ev.ID, it.rec.Offset, heldSize(it.rec), held.at, held) {
 		case sequencing.Buffered:
 			return
 		case sequencing.Duplicate:
@@ -169,7 +169,7 @@ func (p *partition) drain(a *aggregate) {
 func (p *partition) unbuffer(agg string, seq int64) (*item, bool) {
 	it, ok := p.buf.Pop(agg, seq)
 	if ok && it.kind == eventItem { // a held event of a release is read again from the parked topic
-		p.b.unbuffered = append(p.b.unbuffered, it.rec)
+		p.b.unbuffered = append(p.b.unbuffered, it)
 	}
 	return it, ok
 }
