@@ -288,10 +288,16 @@ func (c *lineCounter) Handle(_ context.Context, r slog.Record) error {
 func countLogs(opts *worker.Options) (*lineCounter, *atomic.Int64) {
 	logs := &lineCounter{n: map[string]int{}}
 	opts.Logger = slog.New(logs)
+	return logs, manualClock(opts)
+}
+
+// manualClock makes opts' clock read the returned nanoseconds since the
+// Unix epoch, now at first: it moves only when a test adds to it.
+func manualClock(opts *worker.Options) *atomic.Int64 {
 	clock := new(atomic.Int64)
 	clock.Store(time.Now().UnixNano())
 	opts.Now = func() time.Time { return time.Unix(0, clock.Load()) }
-	return logs, clock
+	return clock
 }
 
 func (c *lineCounter) count(msg string) int {

@@ -116,9 +116,7 @@ func TestFullPartitionBuffer(t *testing.T) {
 func TestSkippedSequencesHoldOneTimeout(t *testing.T) {
 	e := newMemEnv(t, 1)
 	opts := e.options(nil)
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	opts.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	clock := manualClock(&opts)
 	opts.Sequencing.GapTimeout = time.Hour // the clock moves only when told to
 	r := e.start(opts)
 	e.send(activity("s2", "u-s", 2, 2), activity("s4", "u-s", 4, 4), activity("s6", "u-s", 6, 6))

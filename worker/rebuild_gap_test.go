@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,9 +16,7 @@ import (
 func TestRebuildKeepsGapGiveUp(t *testing.T) {
 	e := newMemEnv(t, 1)
 	opts := e.options(nil)
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	opts.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	clock := manualClock(&opts)
 	opts.Sequencing.GapTimeout = time.Hour
 	opts.RecentSize = 0
 	r := e.start(opts)
